@@ -1,0 +1,5 @@
+"""``python -m medianest``: the same as the ``medianest`` command."""
+
+from medianest.cli import main
+
+main()

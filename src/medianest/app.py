@@ -1,0 +1,146 @@
+"""The only module that knows every part: builds the :class:`Hub` and the ASGI app.
+
+``create_app(settings)`` returns a FastAPI app whose lifespan starts the hub's parts in
+dependency order (database, migrations, then the parts that need them) and stops them in
+reverse; a part that fails to start stops the ones already started. Routers are mounted by
+role: ``/health``, ``/ready``, ``/metrics`` and ``/problems`` always, ``/api/v1`` with the
+``api`` role.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from fastapi import FastAPI
+
+from medianest import __version__
+from medianest.api import health, problems
+from medianest.api.health import ReadinessCheck
+from medianest.api.middleware import RequestContextMiddleware
+from medianest.backends import mask_url
+from medianest.config import Settings, UpstreamSettings
+from medianest.database import Database
+from medianest.database import migrations_runner as migrations
+from medianest.observability import configure_logging, get_logger
+
+_log = get_logger("medianest.app")
+
+
+class Hub:
+    """Every part of one running hub process, started and stopped together."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.database = Database(
+            settings.database_url,
+            pool_size=settings.database.pool_size,
+            echo=settings.database.echo,
+        )
+        self._stack = contextlib.AsyncExitStack()
+        self.started_at: float | None = None
+
+    async def start(self, *, migrate: bool | None = None) -> None:
+        """Start the parts; apply migrations first when ``migrate`` (default: configured)."""
+        migrate = self.settings.database.migrate_on_start if migrate is None else migrate
+        try:
+            await self.database.start()
+            self._stack.push_async_callback(self.database.close)
+            if migrate:
+                state = await migrations.upgrade(self.database)
+                _log.info("database ready", revision=state.current, url=mask_url(self.database.url))
+        except BaseException:
+            await self.close()
+            raise
+        self.started_at = time.monotonic()
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+
+    def readiness_checks(self) -> list[ReadinessCheck]:
+        """What ``/ready`` verifies: the hub's own dependencies, never third-party services."""
+        return [
+            ReadinessCheck("database", self._check_database),
+            ReadinessCheck("migrations", self._check_migrations),
+        ]
+
+    def diagnostics(self) -> list[ReadinessCheck]:
+        """What ``medianest doctor`` verifies: readiness plus every configured upstream."""
+        checks = self.readiness_checks()
+        for name, upstream in self.settings.upstreams.items():
+            if upstream.enabled:
+                checks.append(ReadinessCheck(f"upstream:{name}", _reachability(upstream), 6.0))
+        return checks
+
+    async def _check_database(self) -> str:
+        await self.database.ping()
+        return f"{self.database.dialect} at {mask_url(self.database.url)}"
+
+    async def _check_migrations(self) -> str:
+        state = await migrations.status(self.database)
+        if not state.up_to_date:
+            pending = ", ".join(state.pending)
+            raise RuntimeError(f"pending migrations: {pending} (run `medianest migrate`)")
+        return f"at {state.current}"
+
+
+def _reachability(upstream: UpstreamSettings) -> Any:
+    async def probe() -> str:
+        timeout = aiohttp.ClientTimeout(total=5)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(str(upstream.url), allow_redirects=False) as response,
+            ):
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise RuntimeError(f"unreachable: {type(exc).__name__} {exc}".strip()) from exc
+        if status >= 500:
+            raise RuntimeError(f"answered HTTP {status}")
+        return f"HTTP {status} from {mask_url(str(upstream.url))}"
+
+    return probe
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    hub: Hub | None = None,
+    configure_logs: bool = True,
+) -> FastAPI:
+    """Build the ASGI app. ``hub`` may be given to share or inspect it (tests do)."""
+    settings = settings or (hub.settings if hub else Settings())
+    hub = hub or Hub(settings)
+    if configure_logs:
+        configure_logging(settings.log.level, settings.log.format)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        started = time.monotonic()
+        await hub.start()
+        app.state.hub = hub
+        app.state.readiness = hub.readiness_checks()
+        _log.info("medianest started", version=__version__, roles=list(settings.server.roles))
+        try:
+            yield
+        finally:
+            with contextlib.suppress(asyncio.CancelledError):
+                await hub.close()
+            _log.info("medianest stopped", uptime_s=round(time.monotonic() - started, 3))
+
+    app = FastAPI(
+        title="MediaNest",
+        version=__version__,
+        summary="Integration hub for home media stacks.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.include_router(health.router)
+    app.add_middleware(
+        RequestContextMiddleware, quiet_paths=frozenset({"/health", "/ready", "/metrics"})
+    )
+    return app

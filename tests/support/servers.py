@@ -1,0 +1,60 @@
+"""Run an ASGI app on a real loopback socket inside the test's event loop.
+
+Tests talk to the hub and to the simulators over TCP, exactly as a client would; this module
+binds a free port first (so the URL is known before the server runs) and waits on the
+server's own ``started`` flag rather than sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    url: str
+    port: int
+    server: uvicorn.Server
+
+
+@contextlib.asynccontextmanager
+async def serve_asgi(
+    app: Any, *, lifespan: str = "auto", **config: Any
+) -> AsyncIterator[RunningServer]:
+    """Serve ``app`` on ``127.0.0.1:<free port>`` until the block exits."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    cfg = uvicorn.Config(
+        app, lifespan=lifespan, log_level="warning", access_log=False, loop="none", **config
+    )
+    server = uvicorn.Server(cfg)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                if task.done():
+                    task.result()
+                    raise RuntimeError("server exited before it started")
+                await asyncio.sleep(0.002)
+        yield RunningServer(url=f"http://127.0.0.1:{port}", port=port, server=server)
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=10)
+        sock.close()
