@@ -10,6 +10,7 @@ and a stable problem ``type`` URI.
 
     MediaNestError
     ├── ConfigurationError            bad or missing configuration, unknown backend scheme
+    │   └── ServiceNotConfigured      a feature needs an upstream that is not configured
     ├── ValidationError               bad input from a caller (fields listed in ``errors``)
     ├── NotFoundError                 a thing we own does not exist
     ├── ConcurrencyError
@@ -32,6 +33,7 @@ and a stable problem ``type`` URI.
         ├── UpstreamNotFound          the service does not know the thing asked for
         ├── UpstreamRateLimited       429 (``retry_after`` seconds when the service said)
         ├── UpstreamBadRequest        the service rejected what we sent (4xx)
+        │   └── UpstreamConflict      ... because it conflicts with what exists (409)
         └── UpstreamContractError     the answer does not match the service's contract
 """
 
@@ -69,6 +71,15 @@ class ConfigurationError(MediaNestError):
     ) -> None:
         super().__init__(message, **extra)
         self.problems = list(problems)
+
+
+class ServiceNotConfigured(ConfigurationError):
+    """A feature was asked for that needs an upstream (Plex, Overseerr...) not configured."""
+
+    def __init__(self, service: str, feature: str = "") -> None:
+        what = f" for {feature}" if feature else ""
+        super().__init__(f"no {service} upstream is configured{what}", service=service)
+        self.service = service
 
 
 class ValidationError(MediaNestError):
@@ -241,6 +252,10 @@ class UpstreamRateLimited(UpstreamError):
 
 class UpstreamBadRequest(UpstreamError):
     """The service rejected the request we sent (a 4xx other than 401/403/404/429)."""
+
+
+class UpstreamConflict(UpstreamBadRequest):
+    """The service refused because the thing already exists (a duplicate request...)."""
 
 
 class UpstreamContractError(UpstreamError):

@@ -1,0 +1,1 @@
+"""Adapters for the services MediaNest integrates, on one HTTP client layer."""
