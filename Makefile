@@ -28,7 +28,7 @@ $(VENV)/.synced: $(UV) uv.lock pyproject.toml
 	@touch $@
 
 run: $(VENV)/.synced
-	$(BIN)/medianest serve
+	$(BIN)/medianest serve --demo-when-unconfigured
 
 services:
 	bash scripts/services.sh

@@ -19,28 +19,39 @@ import aiohttp
 from fastapi import FastAPI
 
 from medianest import __version__
+from medianest.aggregation import IntegrationAggregator, Source, create_cache
 from medianest.api import health, problems
+from medianest.api import v1 as api_v1
 from medianest.api.health import ReadinessCheck
 from medianest.api.middleware import RequestContextMiddleware
-from medianest.backends import mask_url
+from medianest.backends import mask_url, url_scheme
 from medianest.config import Settings, UpstreamSettings
 from medianest.database import Database
 from medianest.database import migrations_runner as migrations
+from medianest.integrations.registry import Integrations
 from medianest.observability import configure_logging, get_logger
 
 _log = get_logger("medianest.app")
 
 
 class Hub:
-    """Every part of one running hub process, started and stopped together."""
+    """Every part of one running hub process, started and stopped together.
 
-    def __init__(self, settings: Settings) -> None:
+    ``simulated`` marks a hub whose upstreams are MediaNest's own simulators
+    (``medianest demo``); the API says so in its answers.
+    """
+
+    def __init__(self, settings: Settings, *, simulated: bool = False) -> None:
         self.settings = settings
+        self.simulated = simulated
         self.database = Database(
             settings.database_url,
             pool_size=settings.database.pool_size,
             echo=settings.database.echo,
         )
+        self.cache = create_cache(settings.search.cache_url)
+        self.integrations = Integrations()
+        self.aggregator = IntegrationAggregator([])
         self._stack = contextlib.AsyncExitStack()
         self.started_at: float | None = None
 
@@ -53,6 +64,22 @@ class Hub:
             if migrate:
                 state = await migrations.upgrade(self.database)
                 _log.info("database ready", revision=state.current, url=mask_url(self.database.url))
+                client_identifier = await self.database.instance_id()
+            else:
+                client_identifier = "medianest-unmigrated"
+            await self.cache.start()
+            self._stack.push_async_callback(self.cache.close)
+            self.integrations = Integrations.from_settings(
+                self.settings, client_identifier=client_identifier
+            )
+            self._stack.push_async_callback(self.integrations.close)
+            await self.integrations.start()
+            self.aggregator = IntegrationAggregator(
+                search_sources(self.integrations),
+                cache=self.cache,
+                deadline=self.settings.search.deadline,
+                stale_ttl=self.settings.search.stale_ttl,
+            )
         except BaseException:
             await self.close()
             raise
@@ -63,10 +90,13 @@ class Hub:
 
     def readiness_checks(self) -> list[ReadinessCheck]:
         """What ``/ready`` verifies: the hub's own dependencies, never third-party services."""
-        return [
+        checks = [
             ReadinessCheck("database", self._check_database),
             ReadinessCheck("migrations", self._check_migrations),
         ]
+        if url_scheme(self.settings.search.cache_url) != "memory":
+            checks.append(ReadinessCheck("search_cache", self._check_cache))
+        return checks
 
     def diagnostics(self) -> list[ReadinessCheck]:
         """What ``medianest doctor`` verifies: readiness plus every configured upstream."""
@@ -80,12 +110,28 @@ class Hub:
         await self.database.ping()
         return f"{self.database.dialect} at {mask_url(self.database.url)}"
 
+    async def _check_cache(self) -> str:
+        await self.cache.ping()
+        return mask_url(self.settings.search.cache_url)
+
     async def _check_migrations(self) -> str:
         state = await migrations.status(self.database)
         if not state.up_to_date:
             pending = ", ".join(state.pending)
             raise RuntimeError(f"pending migrations: {pending} (run `medianest migrate`)")
         return f"at {state.current}"
+
+
+def search_sources(integrations: Integrations) -> list[Source]:
+    """What unified search asks: every Plex server and every Overseerr/Jellyseerr."""
+    from medianest.integrations.overseerr import OverseerrAdapter
+    from medianest.integrations.plex import PlexAdapter
+
+    plex = [Source(a.name, a.kind, a.search) for a in integrations.all_of(PlexAdapter)]
+    requests = [
+        Source(a.name, a.kind, a.search_items) for a in integrations.all_of(OverseerrAdapter)
+    ]
+    return plex + requests
 
 
 def _reachability(upstream: UpstreamSettings) -> Any:
@@ -124,6 +170,10 @@ def create_app(
         await hub.start()
         app.state.hub = hub
         app.state.readiness = hub.readiness_checks()
+        app.state.integrations = hub.integrations
+        app.state.aggregator = hub.aggregator
+        app.state.simulated = hub.simulated
+        app.state.allow_anonymous = settings.allow_anonymous
         _log.info("medianest started", version=__version__, roles=list(settings.server.roles))
         try:
             yield
@@ -140,6 +190,8 @@ def create_app(
     )
     problems.install(app)
     app.include_router(health.router)
+    if "api" in settings.server.roles:
+        app.include_router(api_v1.router)
     app.add_middleware(
         RequestContextMiddleware, quiet_paths=frozenset({"/health", "/ready", "/metrics"})
     )

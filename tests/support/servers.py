@@ -16,6 +16,8 @@ from typing import Any
 
 import uvicorn
 
+from medianest.cli.serve import CompanionServer
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -35,15 +37,15 @@ async def serve_asgi(
     app: Any, *, lifespan: str = "auto", **config: Any
 ) -> AsyncIterator[RunningServer]:
     """Serve ``app`` on ``127.0.0.1:<free port>`` until the block exits."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on sockets whose proto says TCP.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     cfg = uvicorn.Config(
         app, lifespan=lifespan, log_level="warning", access_log=False, loop="none", **config
     )
-    server = uvicorn.Server(cfg)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server = CompanionServer(cfg)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         async with asyncio.timeout(10):

@@ -58,6 +58,7 @@ _TABLE: list[tuple[type[BaseException], ProblemType]] = [
         errors.UpstreamContractError,
         ProblemType("upstream-contract", "Upstream broke its contract", 502),
     ),
+    (errors.UpstreamConflict, ProblemType("upstream-conflict", "Already exists upstream", 409)),
     (
         errors.UpstreamBadRequest,
         ProblemType("upstream-rejected", "Upstream rejected the call", 502),
@@ -65,6 +66,7 @@ _TABLE: list[tuple[type[BaseException], ProblemType]] = [
     (errors.UpstreamError, ProblemType("upstream-error", "Upstream error", 502)),
     (errors.BackendUnavailable, ProblemType("backend-unavailable", "Backend unavailable", 503)),
     (errors.BackendError, ProblemType("backend-error", "Backend error", 500)),
+    (errors.ServiceNotConfigured, ProblemType("not-configured", "Service not configured", 503)),
     (errors.ConfigurationError, ProblemType("configuration", "Server misconfigured", 500)),
     (errors.MediaNestError, ProblemType("error", "Error", 500)),
 ]

@@ -81,9 +81,11 @@ def version() -> None:
 
 
 def _register() -> None:
-    from medianest.cli import doctor, migrate, serve
+    from medianest.cli import demo, doctor, migrate, serve
 
     app.command("serve")(serve.serve)
+    app.command("demo")(demo.demo)
+    app.command("simulate")(demo.simulate)
     app.command("migrate")(migrate.migrate)
     app.command("doctor")(doctor.doctor)
 

@@ -18,9 +18,10 @@ import typer
 import uvicorn
 
 from medianest.cli.main import ConfigOption, settings_from
+from medianest.config import Settings
 
 
-class _Server(uvicorn.Server):
+class StopCleanlyServer(uvicorn.Server):
     """uvicorn's server, minus re-raising the stop signal after a graceful shutdown.
 
     uvicorn re-raises SIGTERM/SIGINT once it has drained, so the process dies *by* the signal
@@ -44,6 +45,14 @@ class _Server(uvicorn.Server):
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+class CompanionServer(uvicorn.Server):
+    """A server that runs beside the hub's in one process and leaves signals to the hub's."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 def build_overrides(
     host: str | None, port: int | None, roles: str | None, data_dir: Path | None
 ) -> dict[str, Any]:
@@ -60,26 +69,9 @@ def build_overrides(
     return overrides
 
 
-def serve(
-    config: ConfigOption = None,
-    host: Annotated[
-        str | None, typer.Option(help="Interface to bind [default: 127.0.0.1].")
-    ] = None,
-    port: Annotated[int | None, typer.Option(help="TCP port [default: 8080].")] = None,
-    roles: Annotated[
-        str | None,
-        typer.Option(help="Comma-separated roles: gateway,api,realtime,workers [default: all]."),
-    ] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Where the hub keeps its files [default: ./data].")
-    ] = None,
-) -> None:
-    """Run the hub: every role in one process unless --roles says otherwise."""
-    settings = settings_from(config, build_overrides(host, port, roles, data_dir))
-    from medianest.app import create_app
-
-    app = create_app(settings)
-    uv_config = uvicorn.Config(
+def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
+    """How the hub is served: uvloop, httptools, our logging, graceful drain on SIGTERM."""
+    return uvicorn.Config(
         app,
         host=settings.server.host,
         port=settings.server.port,
@@ -93,7 +85,42 @@ def serve(
         timeout_graceful_shutdown=int(max(1, settings.server.graceful_timeout)),
         server_header=False,
     )
-    server = _Server(uv_config)
+
+
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[
+        str | None, typer.Option(help="Interface to bind [default: 127.0.0.1].")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port [default: 8080].")] = None,
+    roles: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated roles: gateway,api,realtime,workers [default: all]."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where the hub keeps its files [default: ./data].")
+    ] = None,
+    demo_when_unconfigured: Annotated[
+        bool,
+        typer.Option(
+            "--demo-when-unconfigured",
+            help="With no [upstreams] configured, run `medianest demo` instead (make run).",
+        ),
+    ] = False,
+) -> None:
+    """Run the hub: every role in one process unless --roles says otherwise."""
+    overrides = build_overrides(host, port, roles, data_dir)
+    settings = settings_from(config, overrides)
+    if demo_when_unconfigured and not settings.upstreams:
+        import asyncio
+
+        from medianest.cli.demo import run_demo
+
+        asyncio.run(run_demo(lambda extra: settings_from(config, {**overrides, **extra})))
+        return
+    from medianest.app import create_app
+
+    server = StopCleanlyServer(uvicorn_config(create_app(settings), settings))
     server.run()
     if not server.started:
         raise typer.Exit(1)

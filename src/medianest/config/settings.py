@@ -134,9 +134,33 @@ class LogSettings(Section):
         return value.lower() if isinstance(value, str) else value
 
 
+class SearchSettings(Section):
+    """Unified search over Plex and Overseerr."""
+
+    deadline: float = Field(
+        2.0, gt=0, le=60, description="Seconds each source gets before it is reported `timeout`."
+    )
+    cache_url: str = Field(
+        "memory://",
+        description="Where last good answers are kept: `memory://` or `redis://host:6379/0`.",
+    )
+    stale_ttl: float = Field(
+        86400.0, gt=0, description="Seconds a last good answer may still serve as `stale`."
+    )
+
+
+UPSTREAM_KINDS = ("plex", "plextv", "overseerr", "jellyseerr", "kuma")
+UpstreamKind = Literal["plex", "plextv", "overseerr", "jellyseerr", "kuma"]
+
+
 class UpstreamSettings(Section):
     """One third-party service (Plex, plex.tv, Overseerr, Jellyseerr, Uptime Kuma...)."""
 
+    kind: UpstreamKind | None = Field(
+        None,
+        description="Which service this is: plex, plextv, overseerr, jellyseerr or kuma. "
+        "Defaults to the upstream's name when that is one of them.",
+    )
     url: AnyHttpUrl = Field(description="Base URL of the service.")
     token: SecretStr | None = Field(None, description="Access token (Plex: X-Plex-Token).")
     api_key: SecretStr | None = Field(None, description="API key (Overseerr: X-Api-Key).")
@@ -175,9 +199,20 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
     upstreams: dict[UpstreamName, UpstreamSettings] = Field(
         default_factory=dict, description="Third-party services by name: `[upstreams.plex]`..."
     )
+
+    @model_validator(mode="after")
+    def _upstream_kinds(self) -> Settings:
+        for name, upstream in self.upstreams.items():
+            if upstream.kind is None and name not in UPSTREAM_KINDS:
+                kinds = ", ".join(UPSTREAM_KINDS)
+                raise ValueError(
+                    f"upstreams.{name}: set kind (one of {kinds}); the name does not say it"
+                )
+        return self
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:
@@ -185,6 +220,10 @@ class Settings(BaseSettings):
             url = f"sqlite+aiosqlite:///{self.data_dir / 'medianest.db'}"
             object.__setattr__(self, "database", self.database.model_copy(update={"url": url}))
         return self
+
+    def upstream_kind(self, name: str) -> str:
+        """The kind of upstream ``name`` (its ``kind``, else its name)."""
+        return self.upstreams[name].kind or name
 
     @property
     def database_url(self) -> str:

@@ -1,0 +1,1 @@
+"""Answer-cache backends, chosen by URL through ``medianest.aggregation.cache.CACHES``."""
