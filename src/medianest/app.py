@@ -24,12 +24,16 @@ from medianest.api import health, problems
 from medianest.api import v1 as api_v1
 from medianest.api.health import ReadinessCheck
 from medianest.api.middleware import RequestContextMiddleware
+from medianest.api.v1 import admin_gateway, admin_keys
 from medianest.backends import mask_url, url_scheme
 from medianest.config import Settings, UpstreamSettings
 from medianest.database import Database
 from medianest.database import migrations_runner as migrations
+from medianest.gateway.proxy import Gateway, GatewayMiddleware
+from medianest.gateway.ratelimit import RateLimiter
 from medianest.integrations.registry import Integrations
 from medianest.observability import configure_logging, get_logger
+from medianest.security import ApiKeyService, server_secret
 
 _log = get_logger("medianest.app")
 
@@ -52,6 +56,9 @@ class Hub:
         self.cache = create_cache(settings.search.cache_url)
         self.integrations = Integrations()
         self.aggregator = IntegrationAggregator([])
+        self.api_keys: ApiKeyService | None = None
+        self.gateway: Gateway | None = None
+        self.limiter: RateLimiter | None = None
         self._stack = contextlib.AsyncExitStack()
         self.started_at: float | None = None
 
@@ -67,8 +74,12 @@ class Hub:
                 client_identifier = await self.database.instance_id()
             else:
                 client_identifier = "medianest-unmigrated"
+            secret = await asyncio.to_thread(server_secret, self.settings)
+            self.api_keys = ApiKeyService(self.database, secret)
             await self.cache.start()
             self._stack.push_async_callback(self.cache.close)
+            if "gateway" in self.settings.server.roles:
+                await self._start_gateway()
             self.integrations = Integrations.from_settings(
                 self.settings, client_identifier=client_identifier
             )
@@ -85,6 +96,15 @@ class Hub:
             raise
         self.started_at = time.monotonic()
 
+    async def _start_gateway(self) -> None:
+        gw = self.settings.gateway
+        self.limiter = RateLimiter.from_url(gw.rate_limit_storage)
+        await self.limiter.start()
+        self._stack.push_async_callback(self.limiter.close)
+        self.gateway = Gateway(gw, api_keys=self.api_keys, limiter=self.limiter)
+        self._stack.push_async_callback(self.gateway.close)
+        await self.gateway.start()
+
     async def close(self) -> None:
         await self._stack.aclose()
 
@@ -96,6 +116,11 @@ class Hub:
         ]
         if url_scheme(self.settings.search.cache_url) != "memory":
             checks.append(ReadinessCheck("search_cache", self._check_cache))
+        if (
+            self.limiter is not None
+            and url_scheme(self.settings.gateway.rate_limit_storage) != "memory"
+        ):
+            checks.append(ReadinessCheck("rate_limits", self.limiter.readiness, critical=False))
         return checks
 
     def diagnostics(self) -> list[ReadinessCheck]:
@@ -152,6 +177,24 @@ def _reachability(upstream: UpstreamSettings) -> Any:
     return probe
 
 
+class GatewayLayer:
+    """The gateway in the middleware stack; the gateway itself exists once the hub started."""
+
+    def __init__(self, app: Any, *, hub: Hub) -> None:
+        self.app = app
+        self.hub = hub
+        self._layer: GatewayMiddleware | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        gateway = self.hub.gateway
+        if gateway is None:
+            await self.app(scope, receive, send)
+            return
+        if self._layer is None or self._layer.gateway is not gateway:
+            self._layer = GatewayMiddleware(self.app, gateway)
+        await self._layer(scope, receive, send)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -173,6 +216,8 @@ def create_app(
         app.state.integrations = hub.integrations
         app.state.aggregator = hub.aggregator
         app.state.simulated = hub.simulated
+        app.state.api_keys = hub.api_keys
+        app.state.gateway = hub.gateway
         app.state.allow_anonymous = settings.allow_anonymous
         _log.info("medianest started", version=__version__, roles=list(settings.server.roles))
         try:
@@ -192,6 +237,10 @@ def create_app(
     app.include_router(health.router)
     if "api" in settings.server.roles:
         app.include_router(api_v1.router)
+        app.include_router(admin_keys.router, prefix="/api/v1")
+        app.include_router(admin_gateway.router, prefix="/api/v1")
+    if "gateway" in settings.server.roles:
+        app.add_middleware(GatewayLayer, hub=hub)
     app.add_middleware(
         RequestContextMiddleware, quiet_paths=frozenset({"/health", "/ready", "/metrics"})
     )

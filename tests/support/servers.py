@@ -31,6 +31,17 @@ class RunningServer:
     port: int
     server: uvicorn.Server
 
+    def kill(self) -> None:
+        """Die like a crashed process: stop listening and reset every open connection."""
+        for listener in self.server.servers:
+            listener.close()
+        for connection in list(self.server.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.abort()
+        self.server.should_exit = True
+        self.server.force_exit = True
+
 
 @contextlib.asynccontextmanager
 async def serve_asgi(

@@ -30,10 +30,14 @@ class ReadinessCheck:
     name: str
     probe: CheckFn
     timeout: float = 3.0
+    critical: bool = True
+    """A non-critical failure is reported as ``degraded`` and keeps the process ready (a
+    shared rate-limit store going down must not pull every instance out of rotation)."""
 
 
 async def _run(check: ReadinessCheck) -> dict[str, Any]:
     started = time.perf_counter()
+    failed = "fail" if check.critical else "degraded"
     try:
         async with asyncio.timeout(check.timeout):
             detail = await check.probe()
@@ -41,9 +45,9 @@ async def _run(check: ReadinessCheck) -> dict[str, Any]:
         if detail:
             result["detail"] = detail
     except TimeoutError:
-        result = {"status": "fail", "reason": f"no answer within {check.timeout:g}s"}
+        result = {"status": failed, "reason": f"no answer within {check.timeout:g}s"}
     except Exception as exc:
-        result = {"status": "fail", "reason": str(exc) or type(exc).__name__}
+        result = {"status": failed, "reason": str(exc) or type(exc).__name__}
     result["duration_ms"] = round((time.perf_counter() - started) * 1000, 2)
     return result
 
@@ -52,7 +56,7 @@ async def run_checks(checks: Sequence[ReadinessCheck]) -> tuple[bool, dict[str, 
     """Run ``checks`` concurrently; ``(all_ok, results by name)``."""
     results = await asyncio.gather(*(_run(check) for check in checks))
     by_name = {check.name: result for check, result in zip(checks, results, strict=True)}
-    return all(r["status"] == "ok" for r in results), by_name
+    return all(r["status"] != "fail" for r in results), by_name
 
 
 router = APIRouter(tags=["health"])
@@ -71,7 +75,9 @@ async def health() -> dict[str, str]:
 async def ready(request: Request) -> JSONResponse:
     checks: Sequence[ReadinessCheck] = getattr(request.app.state, "readiness", ())
     ok, results = await run_checks(checks)
-    body = {"status": "ready" if ok else "not_ready", "checks": results}
+    degraded = any(r["status"] == "degraded" for r in results.values())
+    status = ("degraded" if degraded else "ready") if ok else "not_ready"
+    body = {"status": status, "checks": results}
     return JSONResponse(body, status_code=200 if ok else 503)
 
 

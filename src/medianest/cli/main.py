@@ -81,13 +81,15 @@ def version() -> None:
 
 
 def _register() -> None:
-    from medianest.cli import demo, doctor, migrate, serve
+    from medianest.cli import demo, doctor, gateway, keys, migrate, serve
 
     app.command("serve")(serve.serve)
     app.command("demo")(demo.demo)
     app.command("simulate")(demo.simulate)
+    app.add_typer(gateway.app, name="gateway")
     app.command("migrate")(migrate.migrate)
     app.command("doctor")(doctor.doctor)
+    app.add_typer(keys.app, name="keys")
 
 
 _register()

@@ -134,10 +134,13 @@ def _sections(
         nested = _model_of(annotation)
         if nested is None:
             continue
-        if typing.get_origin(annotation) is dict:
+        origin = typing.get_origin(annotation)
+        if origin is dict:
             yield from _sections(
                 nested, f"{path}.{name}.<name>".lstrip("."), f"{env}{name.upper()}__<NAME>__"
             )
+        elif origin in (tuple, list) or (env == "" and path):
+            yield from _sections(nested, f"{path}.{name}".lstrip("."), "")
         else:
             yield from _sections(nested, f"{path}.{name}".lstrip("."), f"{env}{name.upper()}__")
 
@@ -146,7 +149,7 @@ def render() -> str:
     """The whole Markdown document."""
     out = [INTRO]
     for path, env, model in _sections(Settings, "", "MEDIANEST_"):
-        title = f"[{path}]" if path else "top level"
+        title = f"[{path}]" if env or not path else f"[[{path}]] (TOML only)"
         out.append(f"\n## `{title}`\n" if path else "\n## Top-level keys\n")
         doc = (model.__doc__ or "").strip().split("\n\n")[0]
         if doc:
@@ -162,9 +165,10 @@ def render() -> str:
             description = " ".join((field.description or "").split())
             if field.examples:
                 description += f" Example: `{field.examples[0]}`."
+            variable = f"`{env}{name.upper()}`" if env else "—"
             out.append(
                 f"| `{name}` | {_type_name(field.annotation)} | {_default(field)} | "
-                f"`{env}{name.upper()}` | {description} |"
+                f"{variable} | {description} |"
             )
     return "\n".join(out) + "\n"
 

@@ -32,6 +32,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from medianest.config.gateway import GatewaySettings
 from medianest.resilience.config import PolicyConfig
 
 Role = Literal["gateway", "api", "realtime", "workers"]
@@ -149,6 +150,18 @@ class SearchSettings(Section):
     )
 
 
+class SecuritySettings(Section):
+    """API keys and, later, sign-in."""
+
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Server secret keying the API key HMACs: at least 32 bytes, plain or "
+        "`base64:`/`hex:` encoded. Default: a random secret kept in `<data_dir>/secret.key`. "
+        "Every instance of a multi-machine deployment must use the same value; changing it "
+        "invalidates every key.",
+    )
+
+
 UPSTREAM_KINDS = ("plex", "plextv", "overseerr", "jellyseerr", "kuma")
 UpstreamKind = Literal["plex", "plextv", "overseerr", "jellyseerr", "kuma"]
 
@@ -200,6 +213,8 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
     upstreams: dict[UpstreamName, UpstreamSettings] = Field(
         default_factory=dict, description="Third-party services by name: `[upstreams.plex]`..."
     )

@@ -7,7 +7,7 @@ Plex as its stable ``X-Plex-Client-Identifier``.
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, func
+from sqlalchemy import JSON, Column, DateTime, ForeignKey, MetaData, String, Table, Text, func
 
 metadata = MetaData(
     naming_convention={
@@ -26,3 +26,20 @@ instance_metadata = Table(
     Column("value", Text, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("owner", String(200), nullable=False, index=True),
+    Column("scopes", JSON, nullable=False),
+    Column("hmac", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("replaced_by", String(32), ForeignKey("api_keys.key_id"), nullable=True),
+    Column("overlap_until", DateTime(timezone=True), nullable=True),
+)
+"""API keys (:mod:`medianest.security.apikeys`): only an HMAC of each key, never the key."""

@@ -1,0 +1,287 @@
+"""Sending one proxied request upstream: instance choice, failover, timeouts, the route policy.
+
+Per attempt: pick an instance (the route's balancer, skipping ejected and already-failed
+ones), pass the route's breaker, send, and wait for the response *headers* within the
+per-attempt timeout (a long body afterwards is bounded by read inactivity, not by a total).
+
+Failover (Envoy's rules):
+
+* a connect failure goes to another instance for **any** method as long as no byte of the
+  request body was sent;
+* for idempotent methods (or routes marked ``retry_unsafe``), timeouts and 502/503/504 go to
+  another instance too, after the retry policy's backoff and within its retry budget;
+* the last attempt's 5xx answer is passed through as it came.
+
+Every outcome feeds passive outlier detection of the instance and the route's breaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from medianest import errors
+from medianest.config.gateway import Route
+from medianest.gateway.asgi_io import RequestBody
+from medianest.gateway.balancing import Endpoint, InstancePool, NoHealthyInstance
+from medianest.resilience import Policy
+from medianest.resilience.clock import SYSTEM_CLOCK, Clock
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+RETRY_STATUSES = frozenset({502, 503, 504})
+
+
+@dataclass
+class RouteRuntime:
+    """The live state of one route: its balancer pool and its policy."""
+
+    route: Route
+    pool: InstancePool
+    policy: Policy
+    upstream_name: str = field(default="")
+
+    @classmethod
+    def build(
+        cls, route: Route, *, clock: Clock = SYSTEM_CLOCK, registry: Any = None
+    ) -> RouteRuntime:
+        pool = InstancePool(
+            route.target.instances,
+            balance=route.target.balance,
+            outlier=route.target.outlier,
+            hash_on=route.target.hash_on,
+            clock=clock,
+            name=route.name,
+        )
+        policy = Policy.from_config(
+            f"route:{route.name}", route.policy, clock=clock, registry=registry
+        )
+        return cls(route, pool, policy, route.target.service or route.name)
+
+    def updated(self, route: Route) -> RouteRuntime:
+        """This runtime for a changed definition of the same route, keeping instance state."""
+        fresh = RouteRuntime.build(route)
+        target = route.target
+        self.pool.update(
+            target.instances, balance=target.balance, outlier=target.outlier, hash_on=target.hash_on
+        )
+        keep_policy = route.policy == self.route.policy
+        return RouteRuntime(
+            route, self.pool, self.policy if keep_policy else fresh.policy, fresh.upstream_name
+        )
+
+
+@dataclass
+class Attempted:
+    response: aiohttp.ClientResponse
+    endpoint: Endpoint
+    attempts: int
+    upstream_seconds: float
+
+
+def _url(endpoint: Endpoint, path_qs: str) -> URL:
+    base = endpoint.url.rstrip("/")
+    return URL(base + path_qs, encoded=True)
+
+
+class Forwarder:
+    """Sends requests for every route through one pooled aiohttp session."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+
+    async def send(
+        self,
+        rt: RouteRuntime,
+        method: str,
+        path_qs: str,
+        headers: list[tuple[str, str]],
+        body: RequestBody,
+        hash_key: str | None,
+    ) -> Attempted:
+        """Send with failover; raise an ``UpstreamError`` subclass when nothing answered."""
+        total = rt.route.policy.timeout.total or None
+        async with _deadline(total, rt):
+            return await self._attempts(rt, method, path_qs, headers, body, hash_key)
+
+    async def _attempts(
+        self,
+        rt: RouteRuntime,
+        method: str,
+        path_qs: str,
+        headers: list[tuple[str, str]],
+        body: RequestBody,
+        hash_key: str | None,
+    ) -> Attempted:
+        idempotent = method in IDEMPOTENT or rt.route.retry_unsafe
+        retry = rt.policy.retry
+        if retry is not None:
+            retry.deposit()
+        unreachable: set[str] = set()
+        tried: set[str] = set()
+        failures = 0
+        last_error: errors.UpstreamError | None = None
+        while True:
+            endpoint = self._pick(rt, hash_key, unreachable, tried, last_error)
+            tried.add(endpoint.id)
+            started = time.perf_counter()
+            try:
+                response = await self._one(rt, endpoint, method, path_qs, headers, body)
+            except _ConnectFailed as exc:
+                failures += 1
+                unreachable.add(endpoint.id)
+                last_error = exc
+                if body.started:
+                    raise
+                continue
+            except (errors.UpstreamUnavailable, errors.UpstreamTimeout) as exc:
+                failures += 1
+                last_error = exc
+                delay = _next_delay(retry, exc, failures, idempotent and not body.started)
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
+                continue
+            elapsed = time.perf_counter() - started
+            if response.status in RETRY_STATUSES and idempotent and not body.started:
+                failures += 1
+                status_error = errors.UpstreamUnavailable(
+                    f"route {rt.route.name}: {rt.upstream_name} answered {response.status}",
+                    service=rt.upstream_name,
+                    status=response.status,
+                )
+                delay = _next_delay(retry, status_error, failures, True)
+                if delay is not None:
+                    response.release()
+                    last_error = status_error
+                    await asyncio.sleep(delay)
+                    continue
+            return Attempted(response, endpoint, failures + 1, elapsed)
+
+    @staticmethod
+    def _pick(
+        rt: RouteRuntime,
+        hash_key: str | None,
+        unreachable: set[str],
+        tried: set[str],
+        last_error: errors.UpstreamError | None,
+    ) -> Endpoint:
+        """Prefer an instance not tried yet; retry a tried one only if it was reachable."""
+        try:
+            return rt.pool.pick(hash_key=hash_key, exclude=unreachable | tried)
+        except NoHealthyInstance:
+            pass
+        try:
+            return rt.pool.pick(hash_key=hash_key, exclude=unreachable)
+        except NoHealthyInstance:
+            if last_error is not None:
+                raise last_error from None
+            raise
+
+    async def _one(
+        self,
+        rt: RouteRuntime,
+        endpoint: Endpoint,
+        method: str,
+        path_qs: str,
+        headers: list[tuple[str, str]],
+        body: RequestBody,
+    ) -> aiohttp.ClientResponse:
+        breaker = rt.policy.breaker
+        permit = breaker.acquire() if breaker is not None else 0
+        started = time.perf_counter()
+        attempt_timeout = rt.route.policy.timeout.attempt or None
+        data = body if body.expect_body else None
+        try:
+            with rt.pool.track(endpoint):
+                async with asyncio.timeout(attempt_timeout):
+                    response = await self.session.request(
+                        method,
+                        _url(endpoint, path_qs),
+                        headers=headers,
+                        data=data,
+                        allow_redirects=False,
+                        timeout=aiohttp.ClientTimeout(
+                            total=None, sock_connect=attempt_timeout, sock_read=attempt_timeout
+                        ),
+                    )
+        except TimeoutError as exc:
+            rt.pool.record_failure(endpoint, "timeout")
+            failure: errors.UpstreamError = errors.UpstreamTimeout(
+                f"route {rt.route.name}: {rt.upstream_name} did not answer in time",
+                service=rt.upstream_name,
+            )
+            _on_error(breaker, permit, started, failure)
+            raise failure from exc
+        except (
+            aiohttp.ClientConnectorError,
+            aiohttp.ServerDisconnectedError,
+            ConnectionError,
+        ) as exc:
+            rt.pool.record_failure(endpoint, "connect")
+            failure = _ConnectFailed(
+                f"route {rt.route.name}: {rt.upstream_name} unreachable", service=rt.upstream_name
+            )
+            _on_error(breaker, permit, started, failure)
+            raise failure from exc
+        except aiohttp.ClientError as exc:
+            rt.pool.record_failure(endpoint, "gateway")
+            failure = errors.UpstreamUnavailable(
+                f"route {rt.route.name}: {rt.upstream_name} failed ({type(exc).__name__})",
+                service=rt.upstream_name,
+            )
+            _on_error(breaker, permit, started, failure)
+            raise failure from exc
+        except BaseException:
+            if breaker is not None:
+                breaker.release(permit)
+            raise
+        if response.status >= 500:
+            rt.pool.record_failure(
+                endpoint, "gateway" if response.status in RETRY_STATUSES else "5xx"
+            )
+            _on_error(
+                breaker,
+                permit,
+                started,
+                errors.UpstreamUnavailable("5xx", service=rt.upstream_name, status=response.status),
+            )
+        else:
+            rt.pool.record_success(endpoint)
+            if breaker is not None:
+                breaker.on_success(permit, time.perf_counter() - started)
+        return response
+
+
+class _ConnectFailed(errors.UpstreamUnavailable):
+    """Nothing reached the instance: safe to try another for any method."""
+
+
+def _on_error(breaker: Any, permit: int, started: float, exc: BaseException) -> None:
+    if breaker is not None:
+        breaker.on_error(permit, time.perf_counter() - started, exc)
+
+
+def _next_delay(retry: Any, exc: Exception, failures: int, allowed: bool) -> float | None:
+    if retry is None or not allowed:
+        return None
+    delay: float | None = retry.next_delay(exc, failures, True)
+    return delay
+
+
+@contextlib.asynccontextmanager
+async def _deadline(seconds: float | None, rt: RouteRuntime) -> AsyncIterator[None]:
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError as exc:
+        raise errors.UpstreamTimeout(
+            f"route {rt.route.name}: {rt.upstream_name} did not answer within {seconds:g}s",
+            service=rt.upstream_name,
+        ) from exc

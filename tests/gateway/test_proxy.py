@@ -1,0 +1,278 @@
+"""The gateway over real sockets: routing, forwarding, limits, failures, streaming."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import tracemalloc
+from typing import Any
+
+import aiohttp
+import pytest
+
+from medianest.config.gateway import Route
+from medianest.gateway.table import RouteTable
+from tests.gateway.conftest import gateway_for, route, upstreams
+from tests.support.upstream import PATTERN
+
+FAST = {"timeout": {"attempt": 1.0, "total": 3.0}, "retry": {"base_delay": 0.0, "max_delay": 0.0}}
+
+
+async def fetch(method: str, url: str, **kw: Any) -> tuple[int, dict[str, str], bytes]:
+    async with aiohttp.ClientSession() as s, s.request(method, url, **kw) as r:
+        return r.status, {k.lower(): v for k, v in r.headers.items()}, await r.read()
+
+
+async def test_prefix_strip_forwarded_headers_and_fallthrough() -> None:
+    async with upstreams("a") as up, gateway_for(route("svc", [up["a"].url])) as (_, gw):
+        status, headers, body = await fetch(
+            "GET",
+            f"{gw}/svc/items/7?x=1&y=a%20b",
+            headers={
+                "X-Request-Id": "req-123",
+                "Connection": "X-Secret-Hop",
+                "X-Secret-Hop": "1",
+                "X-Api-Key": "mn_not_forwarded",
+                "Authorization": "Basic dXNlcjpwYXNz",
+            },
+        )
+        assert status == 200
+        seen = json.loads(body)
+        assert seen["path"] == "/items/7"
+        assert seen["query"] == "x=1&y=a%20b"
+        sent = dict(seen["headers"])
+        assert sent["x-forwarded-for"] == "127.0.0.1"
+        assert sent["x-forwarded-proto"] == "http"
+        assert sent["x-forwarded-host"].startswith("127.0.0.1:")
+        assert sent["forwarded"].startswith("for=127.0.0.1;proto=http")
+        assert sent["x-request-id"] == "req-123"
+        assert sent["host"] == up["a"].url.removeprefix("http://")
+        assert "x-secret-hop" not in sent
+        assert "x-api-key" not in sent
+        assert sent["authorization"] == "Basic dXNlcjpwYXNz"
+        assert sent["traceparent"].startswith("00-")
+        parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        _, _, body = await fetch("GET", f"{gw}/svc/x", headers={"traceparent": parent})
+        assert dict(json.loads(body)["headers"])["traceparent"] == parent
+        assert headers["x-request-id"] == "req-123"
+        assert "x-upstream-hop" not in headers
+        assert headers["x-instance"] == "a"
+        status, _, body = await fetch("GET", f"{gw}/other/thing")
+        assert status == 404
+        assert json.loads(body)["hub"] is True
+
+
+async def test_regex_rewrite_with_groups_and_method_match() -> None:
+    async with upstreams("a") as up:
+        r = route(
+            "media",
+            [up["a"].url],
+            match={"path_regex": r"^/media/(?P<kind>movie|tv)/(?P<id>[0-9]+)$", "methods": ["GET"]},
+            strip_prefix=False,
+            rewrite={"pattern": r"^/media/(movie|tv)/([0-9]+)$", "replacement": r"/api/v1/\1/\2"},
+        )
+        async with gateway_for(r) as (_, gw):
+            status, _, body = await fetch("GET", f"{gw}/media/tv/42")
+            assert status == 200
+            assert json.loads(body)["path"] == "/api/v1/tv/42"
+            status, _, body = await fetch("POST", f"{gw}/media/tv/42")
+            assert status == 404
+            assert json.loads(body)["hub"] is True
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/svc/%2e%2e/admin", "/svc/..%2fsecret", "/svc/a%2Fb", "/svc/./x", "/svc/%00", "/svc/a%5cb"],
+)
+async def test_crafted_paths_never_escape_the_route(path: str) -> None:
+    async with upstreams("a") as up, gateway_for(route("svc", [up["a"].url])) as (_, gw):
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(gw.rsplit(":", 1)[1]))
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        answer = await reader.read()
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+        assert b"application/problem+json" in answer
+        assert up["a"].server.server_state.total_requests == 0
+
+
+async def test_absolute_form_target_and_host_header_cannot_choose_the_upstream() -> None:
+    async with upstreams("a") as up, gateway_for(route("svc", [up["a"].url])) as (_, gw):
+        port = int(gw.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        request = (
+            "GET http://169.254.169.254/svc/echo HTTP/1.1\r\nHost: 169.254.169.254\r\n"
+            "Connection: close\r\n\r\n"
+        )
+        writer.write(request.encode())
+        await writer.drain()
+        answer = await reader.read()
+        writer.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        seen = json.loads(body)
+        assert seen["instance"] == "a"
+        assert seen["path"] == "/echo"
+        _status, _, body = await fetch("GET", f"{gw}/svc/echo", headers={"Host": "evil.example"})
+        assert json.loads(body)["instance"] == "a"
+
+
+async def test_limits_413_and_431() -> None:
+    async with (
+        upstreams("a") as up,
+        gateway_for(route("svc", [up["a"].url]), max_body_bytes=1000, max_header_bytes=2048) as (
+            _,
+            gw,
+        ),
+    ):
+        status, _headers, body = await fetch("POST", f"{gw}/svc/echo", data=b"x" * 2000)
+        assert status == 413
+        problem = json.loads(body)
+        assert problem["route"] == "svc"
+        assert "127.0.0.1" not in json.dumps(problem)
+
+        async def chunked() -> Any:
+            for _ in range(5):
+                yield b"y" * 400
+
+        status, _, _ = await fetch("POST", f"{gw}/svc/echo", data=chunked())
+        assert status == 413
+        status, _, _ = await fetch("GET", f"{gw}/svc/echo", headers={"X-Big": "z" * 3000})
+        assert status == 431
+        status, _, body = await fetch("POST", f"{gw}/svc/echo", data=b"x" * 999)
+        assert status == 200
+        assert json.loads(body)["body_size"] == 999
+
+
+async def test_unreachable_is_502_and_slow_is_504_naming_route_not_address() -> None:
+    from tests.support.servers import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    async with (
+        upstreams("a") as up,
+        gateway_for(
+            route("dead", [dead], policy=FAST), route("slowpoke", [up["a"].url], policy=FAST)
+        ) as (_, gw),
+    ):
+        status, headers, body = await fetch("GET", f"{gw}/dead/x")
+        problem = json.loads(body)
+        assert status == 502
+        assert headers["content-type"] == "application/problem+json"
+        assert problem["route"] == "dead"
+        assert dead.rsplit(":", 1)[1] not in json.dumps(problem)
+        status, _, body = await fetch("GET", f"{gw}/slowpoke/slow?delay=5")
+        assert status == 504
+        assert json.loads(body)["type"] == "/problems/upstream-timeout"
+
+
+async def test_round_robin_spreads_and_failover_hides_a_killed_instance() -> None:
+    async with upstreams("a", "b", "c") as up:
+        urls = [up[n].url for n in ("a", "b", "c")]
+        async with gateway_for(route("svc", urls, policy=FAST)) as (gateway, gw):
+            seen = []
+            for _ in range(30):
+                status, headers, _ = await fetch("GET", f"{gw}/svc/echo")
+                assert status == 200
+                seen.append(headers["x-instance"])
+            assert {n: seen.count(n) for n in "abc"} == {"a": 10, "b": 10, "c": 10}
+            up["b"].kill()
+            async with aiohttp.ClientSession() as s:
+                results = []
+                for _ in range(40):
+                    async with s.get(f"{gw}/svc/echo") as r:
+                        results.append((r.status, r.headers.get("x-instance")))
+            assert all(status == 200 for status, _ in results), results
+            snapshot = {e["url"]: e for e in gateway.runtimes["svc"].pool.snapshot()}
+            assert snapshot[up["b"].url]["ejected"] is True
+            assert {inst for _, inst in results} == {"a", "c"}
+
+
+async def test_large_bodies_stream_both_ways_with_bounded_memory() -> None:
+    size = 64 * 1024 * 1024
+    async with (
+        upstreams("a") as up,
+        gateway_for(route("svc", [up["a"].url]), max_body_bytes=size * 2) as (_, gw),
+    ):
+        tracemalloc.start()
+        try:
+            digest = hashlib.sha256()
+            received = 0
+            async with aiohttp.ClientSession() as s, s.get(f"{gw}/svc/big?size={size}") as r:
+                assert r.status == 200
+                async for chunk in r.content.iter_chunked(1 << 20):
+                    digest.update(chunk)
+                    received += len(chunk)
+
+            async def upload() -> Any:
+                for _ in range(size // len(PATTERN)):
+                    yield PATTERN
+
+            status, _, body = await fetch("POST", f"{gw}/svc/echo", data=upload())
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert received == size
+        assert status == 200
+        assert json.loads(body)["body_size"] == size
+        assert peak < 24 * 1024 * 1024, f"peak traced memory {peak / 1e6:.1f} MB"
+
+
+async def test_range_requests_pass_through() -> None:
+    async with upstreams("a") as up, gateway_for(route("svc", [up["a"].url])) as (_, gw):
+        status, headers, body = await fetch(
+            "GET", f"{gw}/svc/ranged", headers={"Range": "bytes=10-19"}
+        )
+        assert status == 206
+        assert headers["content-range"] == "bytes 10-19/1000"
+        assert body == PATTERN[10:20]
+
+
+async def test_websocket_upgrade_is_proxied() -> None:
+    async with (
+        upstreams("a") as up,
+        gateway_for(route("svc", [up["a"].url])) as (_, gw),
+        aiohttp.ClientSession() as s,
+        s.ws_connect(f"{gw.replace('http', 'ws')}/svc/ws", protocols=("echo",)) as ws,
+    ):
+        assert ws.protocol == "echo"
+        await ws.send_str("hello")
+        assert (await ws.receive_str()) == "a:hello"
+        await ws.send_bytes(b"\x00\x01")
+        assert (await ws.receive_bytes()) == b"\x00\x01"
+
+
+async def test_reload_swaps_valid_tables_and_keeps_serving() -> None:
+    async with upstreams("a", "b") as up, gateway_for(route("svc", [up["a"].url])) as (gateway, gw):
+        diff = gateway.reload(
+            RouteTable.of([route("svc", [up["b"].url]), route("new", [up["a"].url])])
+        )
+        assert diff.added == ("new",)
+        assert diff.changed == ("svc",)
+        _, headers, _ = await fetch("GET", f"{gw}/svc/echo")
+        assert headers["x-instance"] == "b"
+        status, _, _ = await fetch("GET", f"{gw}/new/echo")
+        assert status == 200
+
+
+def test_invalid_tables_are_rejected_with_every_problem() -> None:
+    from medianest.errors import ConfigurationError
+    from medianest.gateway.table import parse_routes
+
+    bad = {
+        "routes": [
+            {
+                "name": "x",
+                "match": {"path_prefix": "/api/"},
+                "target": {"instances": [{"url": "http://h"}]},
+            },
+            {"name": "x", "match": {"path_regex": "^/(unclosed"}, "target": {}},
+        ]
+    }
+    with pytest.raises(ConfigurationError) as info:
+        parse_routes(bad, "test")
+    message = info.value.message
+    assert "overlaps the hub's own paths" in message
+    assert "invalid regex" in message
+    assert "target needs instances" in message
+    assert isinstance(Route, type)
