@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -104,6 +105,22 @@ class Hub:
         self.gateway = Gateway(gw, api_keys=self.api_keys, limiter=self.limiter)
         self._stack.push_async_callback(self.gateway.close)
         await self.gateway.start()
+        if gw.routes_file and gw.watch_interval > 0:
+            watcher = asyncio.create_task(self.gateway.watch_routes_file(gw.watch_interval))
+            self._stack.callback(watcher.cancel)
+        self._install_sighup()
+
+    def _install_sighup(self) -> None:
+        """SIGHUP reloads the route table (only possible from the main thread's loop)."""
+        gateway = self.gateway
+        if gateway is None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGHUP, gateway.reload_or_keep, "SIGHUP")
+        except (NotImplementedError, RuntimeError, ValueError):
+            return
+        self._stack.callback(loop.remove_signal_handler, signal.SIGHUP)
 
     async def close(self) -> None:
         await self._stack.aclose()

@@ -273,6 +273,9 @@ class GatewaySettings(Model):
     routes_file: str | None = Field(
         None, description="TOML file with `[[routes]]`; watched and reloaded on change."
     )
+    watch_interval: float = Field(
+        1.0, ge=0, description="Seconds between checks of the routes file for changes (0: off)."
+    )
     max_body_bytes: int = Field(
         10 * 1_048_576, ge=0, description="Largest request body accepted (413 above)."
     )

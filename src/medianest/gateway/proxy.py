@@ -15,6 +15,8 @@ step (no await in between), so a request sees either the old table or the new on
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -99,7 +101,7 @@ class Gateway:
                 timeout=aiohttp.ClientTimeout(total=None),
             )
             self._forwarder = Forwarder(self._session)
-        self.reload(self.configured_table())
+        self.reload(self.configured_table(), trigger="start")
 
     async def close(self) -> None:
         session, self._session = self._session, None
@@ -114,7 +116,7 @@ class Gateway:
         GatewaySettings(routes=tuple(routes))  # names unique across both sources
         return RouteTable.of(routes)
 
-    def reload(self, table: RouteTable | None = None) -> TableDiff:
+    def reload(self, table: RouteTable | None = None, *, trigger: str = "api") -> TableDiff:
         """Validate-then-swap: build every runtime of ``table``, then switch atomically."""
         new = table if table is not None else self.configured_table()
         diff = self.table.diff(new)
@@ -131,8 +133,38 @@ class Gateway:
                 runtimes[route.name] = old.updated(route)
         self.table, self.runtimes = new, runtimes
         if not diff.empty:
-            _log.info("gateway routes loaded", changes=diff.lines(), routes=len(new.routes))
+            _log.info(
+                "gateway routes loaded",
+                changes=diff.lines(),
+                routes=len(new.routes),
+                trigger=trigger,
+            )
         return diff
+
+    def reload_or_keep(self, reason: str) -> TableDiff | None:
+        """Reload, or log why the new table was rejected and keep serving the old one."""
+        try:
+            return self.reload(trigger=reason)
+        except errors.ConfigurationError as exc:
+            _log.error(
+                "gateway routes rejected; the previous table keeps serving",
+                trigger=reason,
+                problems=[f"{k}: {why}" for k, _, why in exc.problems] or [exc.message],
+            )
+            return None
+
+    async def watch_routes_file(self, interval: float = 1.0) -> None:
+        """Reload whenever the routes file changes (polls its mtime and size)."""
+        path = self.settings.routes_file
+        if not path:
+            return
+        last = _stamp(path)
+        while True:
+            await asyncio.sleep(interval)
+            stamp = _stamp(path)
+            if stamp != last:
+                last = stamp
+                self.reload_or_keep("routes file changed")
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
         """The ASGI app that serves routes and hands everything else to ``app``."""
@@ -191,6 +223,14 @@ async def _refuse(
     await send_problem(
         send, status, slug, title, detail, instance=scope["path"], request_id=request_id
     )
+
+
+def _stamp(path: str) -> tuple[float, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_mtime, info.st_size
 
 
 def header_size(headers: Mapping[str, str]) -> int:

@@ -29,11 +29,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol
 
-from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from medianest.errors import ConfigurationError
+from medianest.observability.collectors import SharedCollector
 
 __all__ = [
     "RateDecision",
@@ -229,12 +228,9 @@ class _Limiter(Protocol):
 
 
 _lock = threading.RLock()  # re-entered: registering collects once, under the lock
-_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, RateLimitMetrics] = (
-    weakref.WeakKeyDictionary()
-)
 
 
-class RateLimitMetrics(Collector):
+class RateLimitMetrics(SharedCollector):
     """The rate-limit metric families of one registry, shared by every limiter in it.
 
     ``medianest_gateway_rate_limited_total{route}`` counts refusals,
@@ -247,17 +243,6 @@ class RateLimitMetrics(Collector):
         self.refused: dict[str, int] = {}
         self.storage_errors = 0
         self.limiters: weakref.WeakSet[_Limiter] = weakref.WeakSet()
-
-    @classmethod
-    def for_registry(cls, registry: CollectorRegistry | None = None) -> RateLimitMetrics:
-        """The collector registered in ``registry`` (the default registry when ``None``)."""
-        registry = REGISTRY if registry is None else registry
-        with _lock:
-            metrics = _by_registry.get(registry)
-            if metrics is None:
-                metrics = _by_registry[registry] = cls()
-                registry.register(metrics)
-            return metrics
 
     def track(self, limiter: _Limiter) -> None:
         """Report ``limiter``'s ``degraded`` in the gauge while it lives (or until untracked)."""

@@ -29,10 +29,10 @@ from medianest import errors
 from medianest.config import UpstreamSettings
 from medianest.integrations import plex_parse as parse
 from medianest.integrations.base import HttpAdapter
-from medianest.integrations.http import HttpResponse, Query, UpstreamHttp, http_for
+from medianest.integrations.http import HttpResponse, Query, UpstreamHttp
 from medianest.integrations.models import Library, MediaItem, MediaType, Page
 from medianest.integrations.plex_models import PlaybackSession, PlexIdentity
-from medianest.integrations.plexcommon import PRODUCT, decode, identification_headers
+from medianest.integrations.plexcommon import decode, plex_http
 
 __all__ = ["PlaybackSession", "PlexAdapter", "PlexIdentity"]
 
@@ -101,15 +101,8 @@ class PlexAdapter(HttpAdapter):
         ``options.device_name`` sets ``X-Plex-Device-Name`` (default ``MediaNest``).
         Other keyword context (``kind``...) is accepted and ignored.
         """
-        identifier = client_identifier or str(upstream.options.get("client_identifier", ""))
-        device = str(upstream.options.get("device_name", PRODUCT))
-        http = http_for(
-            name,
-            str(upstream.url),
-            upstream.policy,
-            headers=identification_headers(identifier, device_name=device),
-            registry=registry,
-            clock=clock,
+        http, _ = plex_http(
+            name, upstream, client_identifier=client_identifier, registry=registry, clock=clock
         )
         return cls(name, http, token=upstream.token)
 

@@ -25,7 +25,8 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from medianest import __version__, errors
-from medianest.integrations.http import HttpResponse
+from medianest.config import UpstreamSettings
+from medianest.integrations.http import HttpResponse, UpstreamHttp, http_for
 from medianest.integrations.models import ExternalIds
 
 PRODUCT = "MediaNest"
@@ -235,3 +236,31 @@ def _entries(value: Any) -> Iterable[Mapping[str, Any]]:
     if isinstance(value, list):
         return [entry for entry in value if isinstance(entry, Mapping)]
     return []
+
+
+def plex_http(
+    name: str,
+    upstream: UpstreamSettings,
+    *,
+    client_identifier: str | None,
+    base_url: str | None = None,
+    registry: Any = None,
+    clock: Any = None,
+) -> tuple[UpstreamHttp, str]:
+    """The pooled client of a Plex-family upstream sending the full identification set.
+
+    Returns ``(UpstreamHttp, client identifier)``; the identifier comes from the hub (its
+    persisted instance id) or ``options.client_identifier``; ``options.device_name`` sets
+    ``X-Plex-Device-Name``.
+    """
+    identifier = client_identifier or str(upstream.options.get("client_identifier", ""))
+    device = str(upstream.options.get("device_name", PRODUCT))
+    http = http_for(
+        name,
+        base_url or str(upstream.url),
+        upstream.policy,
+        headers=identification_headers(identifier, device_name=device),
+        registry=registry,
+        clock=clock,
+    )
+    return http, identifier

@@ -23,7 +23,7 @@ from pydantic import SecretStr
 from medianest import errors
 from medianest.config import UpstreamSettings
 from medianest.integrations.base import HttpAdapter
-from medianest.integrations.http import UpstreamHttp, http_for
+from medianest.integrations.http import UpstreamHttp
 from medianest.integrations.plex_models import PlexAccount, PlexConnection, PlexPin, PlexServer
 from medianest.integrations.plexcommon import (
     PRODUCT,
@@ -33,8 +33,8 @@ from medianest.integrations.plexcommon import (
     as_str,
     decode,
     epoch,
-    identification_headers,
     iso_time,
+    plex_http,
 )
 
 __all__ = ["PlexAccount", "PlexConnection", "PlexPin", "PlexServer", "PlexTvAdapter"]
@@ -85,14 +85,11 @@ class PlexTvAdapter(HttpAdapter):
         (``X-Plex-Device-Name``), ``auth_app_url`` (where :meth:`auth_url` sends users).
         A URL ending in ``/api/v2`` is accepted too. Other keyword context is ignored.
         """
-        identifier = client_identifier or str(upstream.options.get("client_identifier", ""))
-        device = str(upstream.options.get("device_name", PRODUCT))
-        base = str(upstream.url).rstrip("/").removesuffix("/api/v2")
-        http = http_for(
+        http, identifier = plex_http(
             name,
-            base,
-            upstream.policy,
-            headers=identification_headers(identifier, device_name=device),
+            upstream,
+            client_identifier=client_identifier,
+            base_url=str(upstream.url).rstrip("/").removesuffix("/api/v2"),
             registry=registry,
             clock=clock,
         )

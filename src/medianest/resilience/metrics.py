@@ -24,12 +24,11 @@ Families:
 from __future__ import annotations
 
 import threading
-import weakref
 from typing import Final
 
-from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+
+from medianest.observability.collectors import SharedCollector
 
 __all__ = ["OUTCOMES", "STATE_VALUES", "BreakerCounters", "ResilienceMetrics"]
 
@@ -58,9 +57,6 @@ _STATE_HELP = "Circuit breaker state: 0 closed, 1 open, 2 half-open, 3 forced op
 _CALLS_HELP = "Calls seen by a circuit breaker, by outcome."
 
 _lock = threading.Lock()
-_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, ResilienceMetrics] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 class BreakerCounters:
@@ -83,22 +79,11 @@ class BreakerCounters:
         self.state = STATE_VALUES[state]
 
 
-class ResilienceMetrics(Collector):
+class ResilienceMetrics(SharedCollector):
     """The metric families of :mod:`medianest.resilience` in one registry (a collector)."""
 
     def __init__(self) -> None:
         self._breakers: dict[str, BreakerCounters] = {}
-
-    @classmethod
-    def for_registry(cls, registry: CollectorRegistry | None = None) -> ResilienceMetrics:
-        """The collector registered in ``registry`` (the default registry when ``None``)."""
-        registry = REGISTRY if registry is None else registry
-        with _lock:
-            metrics = _by_registry.get(registry)
-            if metrics is None:
-                metrics = _by_registry[registry] = cls()
-                registry.register(metrics)
-            return metrics
 
     def breaker(self, name: str) -> BreakerCounters:
         """The counters of breaker ``name``, created on first use."""
