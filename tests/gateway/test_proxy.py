@@ -276,3 +276,74 @@ def test_invalid_tables_are_rejected_with_every_problem() -> None:
     assert "invalid regex" in message
     assert "target needs instances" in message
     assert isinstance(Route, type)
+
+
+async def test_consistent_hash_by_header_keeps_a_client_on_one_instance() -> None:
+    async with upstreams("a", "b", "c") as up:
+        urls = [up[n].url for n in ("a", "b", "c")]
+        hashed = route(
+            "svc", urls, target={"balance": "consistent_hash", "hash_on": {"header": "X-User"}}
+        )
+        async with gateway_for(hashed) as (_, gw):
+            homes = {}
+            for user in ("ann", "bob", "cid", "dee", "eve", "fay"):
+                seen = set()
+                for _ in range(5):
+                    _, headers, _ = await fetch("GET", f"{gw}/svc/x", headers={"X-User": user})
+                    seen.add(headers["x-instance"])
+                assert len(seen) == 1
+                homes[user] = seen.pop()
+            assert len(set(homes.values())) > 1
+
+
+async def test_idempotent_503_fails_over_but_post_is_passed_through() -> None:
+    async with upstreams("a", "b") as up:
+        urls = [up["a"].url, up["b"].url]
+        no_breaker = {**FAST, "breaker": {"enabled": False}}
+        async with gateway_for(route("svc", urls, policy=no_breaker), server_timing=True) as (
+            _,
+            gw,
+        ):
+            before = [up[n].server.server_state.total_requests for n in ("a", "b")]
+            status, headers, body = await fetch("GET", f"{gw}/svc/status/503")
+            # Both instances answer 503: the retry tried the other one, then passed it through.
+            assert status == 503, (headers, body)
+            assert json.loads(body)["instance"] in ("a", "b")
+            assert "upstream;dur=" in headers["server-timing"]
+            after = [up[n].server.server_state.total_requests for n in ("a", "b")]
+            tried = [x - y for x, y in zip(after, before, strict=True)]
+            assert sorted(tried) == [1, 2]  # three attempts (the default) spread over both
+            status, _, _ = await fetch("POST", f"{gw}/svc/status/503")
+            assert status == 503
+            hits_before = up["a"].server.server_state.total_requests
+            hits_before += up["b"].server.server_state.total_requests
+            await fetch("POST", f"{gw}/svc/status/503")
+            hits_after = up["a"].server.server_state.total_requests
+            hits_after += up["b"].server.server_state.total_requests
+            assert hits_after - hits_before == 1  # a POST is sent once, never retried
+
+
+async def test_plex_xml_becomes_plex_json_through_the_gateway() -> None:
+    from medianest.simulators import SimulatorOptions, build_simulator
+    from tests.support.servers import serve_asgi
+
+    options = SimulatorOptions(size=20)
+    async with serve_asgi(build_simulator("plex", options), lifespan="off") as plex:
+        adapter = route(
+            "plexjson",
+            [plex.url],
+            transforms={"plex_xml_to_json": True},
+        )
+        async with gateway_for(adapter) as (_, gw):
+            token = {"X-Plex-Token": options.token}
+            status, headers, converted = await fetch(
+                "GET", f"{gw}/plexjson/library/sections", headers=token
+            )
+            assert status == 200
+            assert headers["content-type"] == "application/json"
+            _, _, native = await fetch(
+                "GET",
+                f"{plex.url}/library/sections",
+                headers={**token, "Accept": "application/json"},
+            )
+            assert json.loads(converted) == json.loads(native)

@@ -102,7 +102,7 @@ def upstream_app(name: str) -> Starlette:
         routes=[
             Route("/big", big),
             Route("/ranged", ranged),
-            Route("/status/{code:int}", status),
+            Route("/status/{code:int}", status, methods=["GET", "POST"]),
             Route("/slow", slow),
             Route("/document", document),
             WebSocketRoute("/ws", ws),
