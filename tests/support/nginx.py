@@ -102,7 +102,7 @@ class RunningNginx:
     url: str
     port: int
     directory: Path
-    process: subprocess.Popen[bytes]
+    process: asyncio.subprocess.Process
 
     def error_log(self) -> str:
         path = self.directory / "error.log"
@@ -129,29 +129,27 @@ async def running_nginx(
     The configuration must listen on ``127.0.0.1:port``; this waits until nginx accepts
     connections there, then, at the end, stops it gracefully (SIGQUIT) or kills it.
     """
-    process = subprocess.Popen(
-        [*nginx_command(binary, directory), "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    process = await asyncio.create_subprocess_exec(
+        *nginx_command(binary, directory),
+        *("-g", "daemon off;"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     running = RunningNginx(f"http://127.0.0.1:{port}", port, directory, process)
     try:
         limit = time.monotonic() + deadline
         while not await _accepts(port):
-            if process.poll() is not None:
-                stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
-                raise RuntimeError(f"nginx exited with {process.returncode}: {stderr}")
+            if process.returncode is not None:
+                raise RuntimeError(f"nginx exited with {process.returncode}: {running.error_log()}")
             if time.monotonic() > limit:
                 raise RuntimeError(f"nginx did not accept connections on port {port}")
             await asyncio.sleep(0.02)
         yield running
     finally:
-        if process.poll() is None:
+        if process.returncode is None:
             process.send_signal(signal.SIGQUIT)
             try:
-                await asyncio.to_thread(process.wait, 10)
-            except subprocess.TimeoutExpired:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
                 process.kill()
-                await asyncio.to_thread(process.wait, 10)
-        if process.stderr is not None:
-            process.stderr.close()
+                await process.wait()

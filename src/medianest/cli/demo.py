@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 import uvicorn
 
-from medianest.cli.main import ConfigOption, err_console, settings_from
+from medianest.cli.main import ConfigOption, err_console, report_error, settings_from
 from medianest.cli.serve import (
     CompanionServer,
     StopCleanlyServer,
@@ -120,13 +120,10 @@ def simulate(
     from medianest.simulators import SIMULATORS, SimulatorOptions, run_simulator
 
     if name not in SIMULATORS:
-        err_console.print(
-            f"[bold red]error:[/] unknown simulator {name!r}; choose one of "
-            + ", ".join(sorted(SIMULATORS))
-        )
+        report_error(f"unknown simulator {name!r}; choose one of {', '.join(sorted(SIMULATORS))}")
         raise typer.Exit(2)
     try:
         run_simulator(name, host, port, SimulatorOptions(seed=seed, size=size))
     except ConfigurationError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.message}")
+        report_error(exc.message)
         raise typer.Exit(2) from None

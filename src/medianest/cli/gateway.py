@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medianest.cli.main import ConfigOption, err_console, out_console, settings_from
+from medianest.cli.main import ConfigOption, out_console, report_error, settings_from
 from medianest.config import Settings
 from medianest.config.gateway import GatewaySettings
 from medianest.errors import ConfigurationError
@@ -40,7 +40,7 @@ def check(
         new = load_routes_file(routes_file)
         _, current = _configured(config)
     except ConfigurationError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.message}")
+        report_error(exc.message)
         raise typer.Exit(2) from None
     diff = current.diff(new)
     out_console.print(f"{routes_file}: valid, {len(new.routes)} route(s)")
@@ -67,14 +67,14 @@ def export(
     from medianest.gateway.nginx import export_nginx
 
     if target != "nginx":
-        err_console.print(f"[bold red]error:[/] unknown export target {target!r}; only nginx")
+        report_error(f"unknown export target {target!r}; only nginx")
         raise typer.Exit(2)
     try:
         settings, table = _configured(config)
         if routes_file is not None:
             table = load_routes_file(routes_file)
     except ConfigurationError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.message}")
+        report_error(exc.message)
         raise typer.Exit(2) from None
     gw = settings.gateway
     text = export_nginx(

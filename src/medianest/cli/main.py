@@ -13,6 +13,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from medianest import __version__
 from medianest.config import Settings, load_settings
@@ -42,8 +43,14 @@ ConfigOption = Annotated[
 ]
 
 
+def report_error(message: str) -> None:
+    """Print ``error: <message>`` to stderr; the message is text, never Rich markup
+    (problems quote regexes and TOML tables whose brackets markup would swallow)."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", markup=True)
+    report_error(message)
     raise typer.Exit(code)
 
 
@@ -52,7 +59,7 @@ def settings_from(config: Path | None, overrides: dict[str, Any] | None = None) 
     try:
         settings = load_settings(config, overrides)
     except ConfigurationError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.message}", markup=True, highlight=False)
+        report_error(exc.message)
         raise typer.Exit(2) from None
     configure_logging(settings.log.level, settings.log.format)
     return settings
