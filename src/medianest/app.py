@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -236,6 +237,9 @@ def create_app(
         app.state.api_keys = hub.api_keys
         app.state.gateway = hub.gateway
         app.state.allow_anonymous = settings.allow_anonymous
+        # Start-up objects live as long as the process: keep them out of every later
+        # collection (a full one over them paused request handling ~90 ms under load).
+        gc.freeze()
         _log.info("medianest started", version=__version__, roles=list(settings.server.roles))
         try:
             yield
