@@ -22,6 +22,19 @@ from medianest.simulators import SimulatorApp, SimulatorOptions, build_simulator
 from tests.support.servers import serve_asgi
 
 PLEX_CLIENT_ID = "medianest-test-0b7f3c1e"
+# The identification set every request to Plex and plex.tv must carry (NOTES.md 1.1).
+IDENTIFICATION = (
+    "X-Plex-Client-Identifier",
+    "X-Plex-Product",
+    "X-Plex-Version",
+    "X-Plex-Platform",
+    "X-Plex-Platform-Version",
+    "X-Plex-Device",
+    "X-Plex-Device-Name",
+    "X-Plex-Model",
+    "X-Plex-Provides",
+    "X-Plex-Language",
+)
 
 
 @dataclass

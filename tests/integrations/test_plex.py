@@ -19,22 +19,10 @@ from medianest.integrations.plex import PlexAdapter
 from medianest.integrations.plexcommon import external_ids, parse_guid
 from medianest.simulators.data import Catalogue
 from medianest.simulators.plex_state import PMS_VERSION
-from tests.integrations.conftest import PLEX_CLIENT_ID, PlexServed
+from tests.integrations.conftest import IDENTIFICATION, PLEX_CLIENT_ID, PlexServed
 
 TOKEN = "plex-owner-token"
 SIZE = 40  # 36 movies (positions 0..35), 4 shows
-IDENTIFICATION = (
-    "X-Plex-Client-Identifier",
-    "X-Plex-Product",
-    "X-Plex-Version",
-    "X-Plex-Platform",
-    "X-Plex-Platform-Version",
-    "X-Plex-Device",
-    "X-Plex-Device-Name",
-    "X-Plex-Model",
-    "X-Plex-Provides",
-    "X-Plex-Language",
-)
 
 Serve = Callable[..., Awaitable[PlexServed]]
 Make = Callable[..., Awaitable[Any]]

@@ -16,23 +16,11 @@ from medianest import errors
 from medianest.integrations.models import HealthStatus
 from medianest.integrations.plextv import PlexTvAdapter
 from medianest.simulators import ManualClock
-from tests.integrations.conftest import PLEX_CLIENT_ID, PlexServed
+from tests.integrations.conftest import IDENTIFICATION, PLEX_CLIENT_ID, PlexServed
 
 OWNER_TOKEN = "plex-owner-token"
 FRIEND_TOKEN = "plex-friend-token"
 FRIEND_SERVER_TOKEN = "plex-friend-server-token"
-IDENTIFICATION = (
-    "X-Plex-Client-Identifier",
-    "X-Plex-Product",
-    "X-Plex-Version",
-    "X-Plex-Platform",
-    "X-Plex-Platform-Version",
-    "X-Plex-Device",
-    "X-Plex-Device-Name",
-    "X-Plex-Model",
-    "X-Plex-Provides",
-    "X-Plex-Language",
-)
 
 Serve = Callable[..., Awaitable[PlexServed]]
 Make = Callable[..., Awaitable[Any]]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -29,6 +28,7 @@ from medianest import errors
 from medianest.config.gateway import GatewaySettings, Route
 from medianest.gateway.asgi_io import send_problem
 from medianest.gateway.cache import ResponseCache
+from medianest.gateway.handler import handle_http, handle_websocket
 from medianest.gateway.table import (
     RouteMatch,
     RouteTable,
@@ -202,8 +202,6 @@ class GatewayMiddleware:
             return
         scope["route"] = _RouteLabel(found.route.name)
         runtime = gateway.runtimes[found.route.name]
-        from medianest.gateway.handler import handle_http, handle_websocket
-
         if kind == "http":
             started = time.perf_counter()
             status = await handle_http(gateway, runtime, found, scope, receive, send, headers)
@@ -233,8 +231,4 @@ def _stamp(path: str) -> tuple[float, int] | None:
     return info.st_mtime, info.st_size
 
 
-def header_size(headers: Mapping[str, str]) -> int:
-    return sum(len(k) + len(v) + 4 for k, v in headers.items())
-
-
-__all__ = ["Gateway", "GatewayMiddleware", "RouteMatch", "header_size"]
+__all__ = ["Gateway", "GatewayMiddleware", "RouteMatch"]

@@ -114,11 +114,24 @@ class PlexAdapter(HttpAdapter):
         query: Query | None = None,
         headers: Mapping[str, str] | None = None,
         authenticated: bool = True,
+        missing: str | None = None,
     ) -> HttpResponse:
+        """GET ``endpoint``; ``missing`` names what a 404 means (``library section '9'``)."""
         sent = dict(headers or {})
         if authenticated and self._token is not None:
             sent["X-Plex-Token"] = self._token.get_secret_value()
-        return await self.http.request("GET", endpoint, path=path, query=query, headers=sent)
+        try:
+            return await self.http.request("GET", endpoint, path=path, query=query, headers=sent)
+        except errors.UpstreamNotFound as exc:
+            if missing is None:
+                raise
+            raise errors.UpstreamNotFound(
+                f"{self.name} has no {missing}",
+                service=self.name,
+                endpoint=endpoint,
+                status=exc.status,
+                method="GET",
+            ) from exc
 
     async def identity(self) -> PlexIdentity:
         """The server's machineIdentifier, version and claimed flag (no token sent)."""
@@ -195,16 +208,9 @@ class PlexAdapter(HttpAdapter):
 
     async def metadata(self, rating_key: str) -> MediaItem:
         """One item in full detail; ``UpstreamNotFound`` when the server has no such key."""
-        try:
-            response = await self._get(METADATA, path={"ratingKey": rating_key})
-        except errors.UpstreamNotFound as exc:
-            raise errors.UpstreamNotFound(
-                f"{self.name} has no item with ratingKey {rating_key!r}",
-                service=self.name,
-                endpoint=METADATA,
-                status=exc.status,
-                method="GET",
-            ) from exc
+        response = await self._get(
+            METADATA, path={"ratingKey": rating_key}, missing=f"item with ratingKey {rating_key!r}"
+        )
         found = decode(response, lambda data: parse.metadata(data, source=self.name))
         if not found:
             raise errors.UpstreamContractError(
@@ -267,16 +273,12 @@ class PlexAdapter(HttpAdapter):
         """Ask the server to scan a section (only ``path`` in it, if given); it scans in the
         background. ``force`` rescans files whose dates say they did not change."""
         query: dict[str, str | int | None] = {"force": 1 if force else None, "path": path}
-        try:
-            await self._get(REFRESH, path={"sectionKey": section_key}, query=query)
-        except errors.UpstreamNotFound as exc:
-            raise errors.UpstreamNotFound(
-                f"{self.name} has no library section {section_key!r}",
-                service=self.name,
-                endpoint=REFRESH,
-                status=exc.status,
-                method="GET",
-            ) from exc
+        await self._get(
+            REFRESH,
+            path={"sectionKey": section_key},
+            query=query,
+            missing=f"library section {section_key!r}",
+        )
 
     def _page(self, response: HttpResponse, offset: int, limit: int) -> Page:
         total = response.headers.get("X-Plex-Container-Total-Size")
