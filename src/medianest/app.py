@@ -78,6 +78,7 @@ class Hub:
                 client_identifier = "medianest-unmigrated"
             secret = await asyncio.to_thread(server_secret, self.settings)
             self.api_keys = ApiKeyService(self.database, secret)
+            self._stack.push_async_callback(self.api_keys.drain)
             await self.cache.start()
             self._stack.push_async_callback(self.cache.close)
             if "gateway" in self.settings.server.roles:
@@ -196,7 +197,13 @@ def _reachability(upstream: UpstreamSettings) -> Any:
 
 
 class GatewayLayer:
-    """The gateway in the middleware stack; the gateway itself exists once the hub started."""
+    """The gateway in front of the hub's app; the gateway itself exists once the hub started.
+
+    It is the outermost layer (inside Starlette's last-resort error handler only), so a
+    request for a gateway route never enters the hub's middleware, routing or dependency
+    machinery; :class:`~medianest.gateway.proxy.GatewayMiddleware` gives it its own request
+    id, access line and metrics.
+    """
 
     def __init__(self, app: Any, *, hub: Hub) -> None:
         self.app = app
@@ -260,9 +267,10 @@ def create_app(
         app.include_router(api_v1.router)
         app.include_router(admin_keys.router, prefix="/api/v1")
         app.include_router(admin_gateway.router, prefix="/api/v1")
-    if "gateway" in settings.server.roles:
-        app.add_middleware(GatewayLayer, hub=hub)
     app.add_middleware(
         RequestContextMiddleware, quiet_paths=frozenset({"/health", "/ready", "/metrics"})
     )
+    if "gateway" in settings.server.roles:
+        # Added last, so outermost: proxied requests skip the hub's own middleware stack.
+        app.add_middleware(GatewayLayer, hub=hub)
     return app

@@ -7,28 +7,45 @@ with its traceback and the request id, and the client gets a 500 problem without
 
 from __future__ import annotations
 
+import logging
+import random
 import re
 import time
-import uuid
 from typing import Any
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medianest.api.problems import INTERNAL, PROBLEM_JSON, problem_body
-from medianest.observability.logging import get_logger
+from medianest.observability.logging import get_logger, log_request
 from medianest.observability.metrics import HTTP_DURATION, HTTP_REQUESTS
 
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 _log = get_logger("medianest.http")
+ACCESS_LOGGER = logging.getLogger("medianest.http")
+
+
+def new_request_id() -> str:
+    """A fresh request id: 128 random bits in hex (unique, not a secret, so not from
+    :mod:`secrets`, whose system call per id costs more than the rest of the id)."""
+    return f"{random.getrandbits(128):032x}"
+
+
+def request_id_from(value: str | bytes | None) -> str:
+    """The client's ``X-Request-Id`` when it is a sane token, else a fresh id."""
+    if value:
+        raw = value.encode("latin-1") if isinstance(value, str) else value
+        if _VALID_ID.match(raw):
+            return raw.decode("ascii")
+    return new_request_id()
 
 
 def _incoming_id(scope: Scope) -> str:
     for name, value in scope.get("headers", ()):
-        if name == REQUEST_ID_HEADER and _VALID_ID.match(value):
-            return str(value.decode("ascii"))
-    return uuid.uuid4().hex
+        if name == REQUEST_ID_HEADER:
+            return request_id_from(value)
+    return new_request_id()
 
 
 def route_template(scope: Scope) -> str:
@@ -71,7 +88,7 @@ class RequestContextMiddleware:
             _log.exception("unhandled error", path=scope.get("path"), method=scope.get("method"))
             status = 500
             if not response_started:
-                await _send_internal_error(send, scope, request_id)
+                await send_internal_error(send, scope, request_id)
         finally:
             self._record(scope, status, time.perf_counter() - started, request_id)
             structlog.contextvars.unbind_contextvars("request_id")
@@ -83,20 +100,27 @@ class RequestContextMiddleware:
         HTTP_DURATION.labels(route).observe(elapsed)
         if scope.get("path") in self.quiet_paths and status < 400:
             return
-        fields: dict[str, Any] = {
-            "method": method,
-            "route": route,
-            "status": status,
-            "duration_ms": round(elapsed * 1000, 3),
-            "request_id": request_id,
-        }
-        client = scope.get("client")
-        if client:
-            fields["client"] = client[0]
-        _log.info("request", **fields)
+        record_request(scope, method, route, status, elapsed, request_id)
 
 
-async def _send_internal_error(send: Send, scope: Scope, request_id: str) -> None:
+def record_request(
+    scope: Scope, method: str, route: str, status: int, elapsed: float, request_id: str
+) -> None:
+    """Write the access line of one request (method, route template, status, duration, id)."""
+    fields: dict[str, Any] = {
+        "method": method,
+        "route": route,
+        "status": status,
+        "duration_ms": round(elapsed * 1000, 3),
+        "request_id": request_id,
+    }
+    client = scope.get("client")
+    if client:
+        fields["client"] = client[0]
+    log_request(ACCESS_LOGGER, fields)
+
+
+async def send_internal_error(send: Send, scope: Scope, request_id: str) -> None:
     import json
 
     body = problem_body(

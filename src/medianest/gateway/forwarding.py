@@ -12,7 +12,7 @@ in ``Authorization`` or ``X-Api-Key``) are not forwarded; other credentials are.
 
 from __future__ import annotations
 
-import secrets
+import random
 from collections.abc import Iterable, Sequence
 
 from opentelemetry import propagate
@@ -39,8 +39,12 @@ def decode_headers(raw: Iterable[tuple[bytes, bytes]]) -> Headers:
 
 
 def new_traceparent() -> str:
-    """A W3C trace context started here (no tracer is recording: sampled flag off)."""
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00"
+    """A W3C trace context started here (no tracer is recording: sampled flag off).
+
+    Trace ids must be unique, not unguessable, so they come from :mod:`random` rather than
+    a system call per id. A zero id is invalid in W3C trace context, hence the ``or 1``.
+    """
+    return f"00-{random.getrandbits(128) or 1:032x}-{random.getrandbits(64) or 1:016x}-00"
 
 
 def _connection_tokens(headers: Sequence[tuple[str, str]]) -> set[str]:

@@ -39,24 +39,39 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _CHUNK = 65536
 
 
-class _Exchange:
-    """What the handler knows about the request in flight."""
+class Exchange:
+    """What the handler knows about the request in flight.
 
-    def __init__(self, gateway: Any, rt: RouteRuntime, found: RouteMatch, scope: Scope) -> None:
+    ``extra_headers`` go on every answer (the request id, rate-limit headers);
+    ``responded`` turns true once the response has started, after which a failure can
+    only cut the body short.
+    """
+
+    def __init__(
+        self, gateway: Any, rt: RouteRuntime, found: RouteMatch, scope: Scope, request_id: str
+    ) -> None:
         self.gateway = gateway
         self.rt = rt
         self.route = rt.route
         self.found = found
         self.scope = scope
-        self.request_id: str | None = scope.get("state", {}).get("request_id")
-        self.extra_headers: list[tuple[str, str]] = []
+        self.request_id = request_id
+        self.extra_headers: list[tuple[str, str]] = [("x-request-id", request_id)]
         self.identity: Any = None
+        self.responded = False
         self.started = time.perf_counter()
+
+    async def start_response(self, send: Send, status: int, headers: list[tuple[str, str]]) -> None:
+        self.responded = True
+        await send(
+            {"type": "http.response.start", "status": status, "headers": encode_headers(headers)}
+        )
 
     async def problem(
         self, send: Send, status: int, slug: str, title: str, detail: str, **kw: Any
     ) -> int:
         headers = [*self.extra_headers, *kw.pop("headers", [])]
+        self.responded = True
         await send_problem(
             send,
             status,
@@ -88,17 +103,11 @@ async def authenticate(
 
 
 async def handle_http(
-    gateway: Any,
-    rt: RouteRuntime,
-    found: RouteMatch,
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-    headers: Mapping[str, str],
+    ex: Exchange, receive: Receive, send: Send, headers: Mapping[str, str]
 ) -> int:
-    ex = _Exchange(gateway, rt, found, scope)
+    """Serve one proxied request; return the status the client got (499: it went away)."""
+    gateway, scope, route = ex.gateway, ex.scope, ex.route
     settings = gateway.settings
-    route = rt.route
     raw_size = sum(len(k) + len(v) + 4 for k, v in scope["headers"])
     if raw_size > settings.max_header_bytes:
         return await ex.problem(
@@ -165,7 +174,7 @@ async def handle_http(
 
 
 async def _forward(
-    ex: _Exchange, receive: Receive, send: Send, headers: Mapping[str, str], ip: str
+    ex: Exchange, receive: Receive, send: Send, headers: Mapping[str, str], ip: str
 ) -> int:
     gateway, rt, route, scope = ex.gateway, ex.rt, ex.route, ex.scope
     method = scope["method"]
@@ -222,7 +231,7 @@ async def _forward(
             bulkhead.release()
 
 
-async def _too_large(ex: _Exchange, send: Send) -> int:
+async def _too_large(ex: Exchange, send: Send) -> int:
     limit = ex.gateway.settings.max_body_bytes
     return await ex.problem(
         send,
@@ -233,7 +242,7 @@ async def _too_large(ex: _Exchange, send: Send) -> int:
     )
 
 
-def _upstream_headers(ex: _Exchange, headers: Mapping[str, str], ip: str) -> list[tuple[str, str]]:
+def _upstream_headers(ex: Exchange, headers: Mapping[str, str], ip: str) -> list[tuple[str, str]]:
     scope = ex.scope
     raw = decode_headers(scope["headers"])
     peer = scope.get("client")
@@ -270,7 +279,7 @@ def _hash_key(route: Any, headers: Mapping[str, str], ip: str, identity: Any) ->
     return ip
 
 
-async def _failure(ex: _Exchange, send: Send, exc: Exception) -> int:
+async def _failure(ex: Exchange, send: Send, exc: Exception) -> int:
     name = ex.rt.upstream_name
     if isinstance(exc, NoHealthyInstance):
         return await ex.problem(
@@ -313,7 +322,7 @@ async def _failure(ex: _Exchange, send: Send, exc: Exception) -> int:
 
 
 def _wants_body(
-    ex: _Exchange, response: aiohttp.ClientResponse, cache_key: str | None
+    ex: Exchange, response: aiohttp.ClientResponse, cache_key: str | None
 ) -> int | None:
     """The buffering limit when a transform or the cache needs the whole body, else None."""
     t = ex.route.transforms
@@ -328,7 +337,7 @@ def _wants_body(
     return max(limits) if limits else None
 
 
-async def _respond(ex: _Exchange, send: Send, attempted: Attempted, cache_key: str | None) -> int:
+async def _respond(ex: Exchange, send: Send, attempted: Attempted, cache_key: str | None) -> int:
     response = attempted.response
     gateway, route = ex.gateway, ex.route
     try:
@@ -361,19 +370,14 @@ async def _respond(ex: _Exchange, send: Send, attempted: Attempted, cache_key: s
                 gateway.cache.put(cache_key, response.status, headers, body, route.cache)
         headers = transforms.edit_headers(headers, route.transforms.response_headers)
         headers.extend(ex.extra_headers)
+        gateway.metrics.observe_upstream(route.name, attempted.upstream_seconds)
         if gateway.settings.server_timing:
             upstream_ms = attempted.upstream_seconds * 1000
             gateway_ms = max(0.0, (time.perf_counter() - ex.started) * 1000 - upstream_ms)
             headers.append(
                 ("server-timing", f"upstream;dur={upstream_ms:.2f}, gateway;dur={gateway_ms:.2f}")
             )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": response.status,
-                "headers": encode_headers(headers),
-            }
-        )
+        await ex.start_response(send, response.status, headers)
         if complete:
             await send({"type": "http.response.body", "body": body})
             return response.status
@@ -403,13 +407,11 @@ def _replace(headers: list[tuple[str, str]], name: str, value: str) -> list[tupl
     return [(k, v) for k, v in headers if k != name] + [(name, value)]
 
 
-async def _send_cached(ex: _Exchange, send: Send, cached: Any, *, stale: bool) -> int:
+async def _send_cached(ex: Exchange, send: Send, cached: Any, *, stale: bool) -> int:
     now = ex.gateway.clock.monotonic()
     headers = list(ex.gateway.cache.response_headers(cached, now, stale))
     headers.extend(ex.extra_headers)
-    await send(
-        {"type": "http.response.start", "status": cached.status, "headers": encode_headers(headers)}
-    )
+    await ex.start_response(send, cached.status, headers)
     body = b"" if ex.scope["method"] == "HEAD" else cached.body
     await send({"type": "http.response.body", "body": body})
     return int(cached.status)

@@ -21,14 +21,15 @@ import time
 from typing import Any
 
 import aiohttp
-from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from medianest import errors
+from medianest.api.middleware import record_request, request_id_from, send_internal_error
 from medianest.config.gateway import GatewaySettings, Route
 from medianest.gateway.asgi_io import send_problem
 from medianest.gateway.cache import ResponseCache
-from medianest.gateway.handler import handle_http, handle_websocket
+from medianest.gateway.handler import Exchange, handle_http, handle_websocket
+from medianest.gateway.metrics import GatewayMetrics
 from medianest.gateway.table import (
     RouteMatch,
     RouteTable,
@@ -40,21 +41,6 @@ from medianest.gateway.upstream import Forwarder, RouteRuntime
 from medianest.observability import get_logger
 from medianest.resilience.clock import SYSTEM_CLOCK, Clock
 
-GATEWAY_REQUESTS = Counter(
-    "gateway_requests_total", "Requests proxied by the gateway.", ("route", "method", "status")
-)
-GATEWAY_DURATION = Histogram(
-    "gateway_request_duration_seconds",
-    "Gateway time from request to the end of the response, by route.",
-    ("route",),
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)
-UPSTREAM_DURATION = Histogram(
-    "gateway_upstream_duration_seconds",
-    "Time from sending upstream to its response headers, by route.",
-    ("route",),
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)
 _log = get_logger("medianest.gateway")
 
 
@@ -87,6 +73,7 @@ class Gateway:
         self.table = RouteTable()
         self.runtimes: dict[str, RouteRuntime] = {}
         self.cache = ResponseCache(clock=clock)
+        self.metrics = GatewayMetrics()
         self._session: aiohttp.ClientSession | None = None
         self._forwarder: Forwarder | None = None
 
@@ -178,6 +165,15 @@ class Gateway:
 
 
 class GatewayMiddleware:
+    """The gateway as the outermost ASGI layer: routes are served here, the rest passes on.
+
+    It sits *outside* the hub's own middleware and framework stack, so a proxied request
+    costs no routing, dependency or middleware machinery it does not use; it therefore does
+    what :class:`~medianest.api.middleware.RequestContextMiddleware` does for the hub's
+    own endpoints: the request id (the client's ``X-Request-Id`` when sane, else a new one,
+    echoed in the answer), one access line, and a last-resort 500 problem.
+    """
+
     def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
         self.app = app
         self.gateway = gateway
@@ -200,15 +196,26 @@ class GatewayMiddleware:
         if found is None:
             await self.app(scope, receive, send)
             return
-        scope["route"] = _RouteLabel(found.route.name)
-        runtime = gateway.runtimes[found.route.name]
-        if kind == "http":
-            started = time.perf_counter()
-            status = await handle_http(gateway, runtime, found, scope, receive, send, headers)
-            GATEWAY_REQUESTS.labels(found.route.name, method, str(status)).inc()
-            GATEWAY_DURATION.labels(found.route.name).observe(time.perf_counter() - started)
-        else:
+        name = found.route.name
+        scope["route"] = _RouteLabel(name)
+        request_id = request_id_from(headers.get("x-request-id"))
+        scope.setdefault("state", {})["request_id"] = request_id
+        runtime = gateway.runtimes[name]
+        if kind == "websocket":
             await handle_websocket(gateway, runtime, found, scope, receive, send, headers)
+            return
+        started = time.perf_counter()
+        exchange = Exchange(gateway, runtime, found, scope, request_id)
+        try:
+            status = await handle_http(exchange, receive, send, headers)
+        except Exception:
+            _log.exception("unhandled error", route=name, method=method, request_id=request_id)
+            status = 500
+            if not exchange.responded:
+                await send_internal_error(send, scope, request_id)
+        elapsed = time.perf_counter() - started
+        gateway.metrics.observe(name, method, status, elapsed)
+        record_request(scope, method, scope["route"].path, status, elapsed, request_id)
 
 
 async def _refuse(

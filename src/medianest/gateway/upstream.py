@@ -18,9 +18,8 @@ Every outcome feeds passive outlier detection of the instance and the route's br
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +45,12 @@ class RouteRuntime:
     pool: InstancePool
     policy: Policy
     upstream_name: str = field(default="")
+
+    @functools.cached_property
+    def client_timeout(self) -> aiohttp.ClientTimeout:
+        """aiohttp's own bounds: connect, and read inactivity while the body streams."""
+        attempt = self.route.policy.timeout.attempt or None
+        return aiohttp.ClientTimeout(total=None, sock_connect=attempt, sock_read=attempt)
 
     @classmethod
     def build(
@@ -105,20 +110,14 @@ class Forwarder:
         body: RequestBody,
         hash_key: str | None,
     ) -> Attempted:
-        """Send with failover; raise an ``UpstreamError`` subclass when nothing answered."""
-        total = rt.route.policy.timeout.total or None
-        async with _deadline(total, rt):
-            return await self._attempts(rt, method, path_qs, headers, body, hash_key)
+        """Send with failover; raise an ``UpstreamError`` subclass when nothing answered.
 
-    async def _attempts(
-        self,
-        rt: RouteRuntime,
-        method: str,
-        path_qs: str,
-        headers: list[tuple[str, str]],
-        body: RequestBody,
-        hash_key: str | None,
-    ) -> Attempted:
+        The route's total timeout is a deadline on the loop's clock that every attempt and
+        every backoff pause respects; each attempt runs under one timer, whichever of its
+        own timeout and that deadline comes first (one timer per attempt, not two).
+        """
+        total = rt.route.policy.timeout.total or None
+        deadline = asyncio.get_running_loop().time() + total if total else None
         idempotent = method in IDEMPOTENT or rt.route.retry_unsafe
         retry = rt.policy.retry
         if retry is not None:
@@ -132,7 +131,7 @@ class Forwarder:
             tried.add(endpoint.id)
             started = time.perf_counter()
             try:
-                response = await self._one(rt, endpoint, method, path_qs, headers, body)
+                response = await self._one(rt, endpoint, method, path_qs, headers, body, deadline)
             except _ConnectFailed as exc:
                 failures += 1
                 unreachable.add(endpoint.id)
@@ -146,7 +145,7 @@ class Forwarder:
                 delay = _next_delay(retry, exc, failures, idempotent and not body.started)
                 if delay is None:
                     raise
-                await asyncio.sleep(delay)
+                await _pause(delay, deadline, rt)
                 continue
             elapsed = time.perf_counter() - started
             if response.status in RETRY_STATUSES and idempotent and not body.started:
@@ -160,7 +159,7 @@ class Forwarder:
                 if delay is not None:
                     response.release()
                     last_error = status_error
-                    await asyncio.sleep(delay)
+                    await _pause(delay, deadline, rt)
                     continue
             return Attempted(response, endpoint, failures + 1, elapsed)
 
@@ -192,31 +191,31 @@ class Forwarder:
         path_qs: str,
         headers: list[tuple[str, str]],
         body: RequestBody,
+        deadline: float | None,
     ) -> aiohttp.ClientResponse:
         breaker = rt.policy.breaker
         permit = breaker.acquire() if breaker is not None else 0
         started = time.perf_counter()
-        attempt_timeout = rt.route.policy.timeout.attempt or None
+        attempt = rt.route.policy.timeout.attempt or None
+        until = deadline
+        if attempt is not None:
+            own = asyncio.get_running_loop().time() + attempt
+            until = own if deadline is None else min(own, deadline)
         data = body if body.expect_body else None
         try:
             with rt.pool.track(endpoint):
-                async with asyncio.timeout(attempt_timeout):
+                async with asyncio.timeout_at(until):
                     response = await self.session.request(
                         method,
                         _url(endpoint, path_qs),
                         headers=headers,
                         data=data,
                         allow_redirects=False,
-                        timeout=aiohttp.ClientTimeout(
-                            total=None, sock_connect=attempt_timeout, sock_read=attempt_timeout
-                        ),
+                        timeout=rt.client_timeout,
                     )
         except TimeoutError as exc:
             rt.pool.record_failure(endpoint, "timeout")
-            failure: errors.UpstreamError = errors.UpstreamTimeout(
-                f"route {rt.route.name}: {rt.upstream_name} did not answer in time",
-                service=rt.upstream_name,
-            )
+            failure: errors.UpstreamError = _timed_out(rt, deadline)
             _on_error(breaker, permit, started, failure)
             raise failure from exc
         except (
@@ -275,13 +274,25 @@ def _next_delay(retry: Any, exc: Exception, failures: int, allowed: bool) -> flo
     return delay
 
 
-@contextlib.asynccontextmanager
-async def _deadline(seconds: float | None, rt: RouteRuntime) -> AsyncIterator[None]:
-    try:
-        async with asyncio.timeout(seconds):
-            yield
-    except TimeoutError as exc:
-        raise errors.UpstreamTimeout(
-            f"route {rt.route.name}: {rt.upstream_name} did not answer within {seconds:g}s",
+def _timed_out(rt: RouteRuntime, deadline: float | None) -> errors.UpstreamTimeout:
+    """The timeout error: the route's total deadline when it has passed, else the attempt's."""
+    total = rt.route.policy.timeout.total
+    if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+        return errors.UpstreamTimeout(
+            f"route {rt.route.name}: {rt.upstream_name} did not answer within {total:g}s",
             service=rt.upstream_name,
-        ) from exc
+        )
+    return errors.UpstreamTimeout(
+        f"route {rt.route.name}: {rt.upstream_name} did not answer in time",
+        service=rt.upstream_name,
+    )
+
+
+async def _pause(delay: float, deadline: float | None, rt: RouteRuntime) -> None:
+    """Back off before the next attempt, unless that would outlast the total deadline."""
+    if deadline is not None:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if delay >= remaining:
+            await asyncio.sleep(max(0.0, remaining))
+            raise _timed_out(rt, deadline)
+    await asyncio.sleep(delay)

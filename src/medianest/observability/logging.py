@@ -15,9 +15,11 @@ so a token that reaches a message by accident is still not written out.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Literal
 
@@ -115,6 +117,8 @@ def configure_logging(
     logging.getLogger("uvicorn.access").disabled = True
     for noisy in ("sqlalchemy.engine", "aiosqlite", "asyncio", "alembic.runtime.migration"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    global _request_log
+    _request_log = _RequestLog(handler, json_lines=not use_console)
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
@@ -125,6 +129,56 @@ def configure_logging(
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
+
+
+class _RequestLog:
+    """The one-line-per-request log, written without structlog's processor chain.
+
+    A busy gateway writes thousands of these lines a second, and the general path (bound
+    logger, processors, redaction of every field, a stdlib ``LogRecord``, the formatter) costs
+    more than proxying the request. Its fields are fixed and cannot carry a secret (method,
+    route *template*, status, duration, request id, client address), so in JSON mode the line
+    is rendered here, in the same shape the JSON renderer gives, and written to the same
+    handler; in console mode it takes the ordinary path.
+    """
+
+    def __init__(self, handler: logging.StreamHandler[Any] | None, *, json_lines: bool) -> None:
+        self.handler = handler
+        self.json_lines = json_lines and handler is not None
+
+    def emit(self, logger: logging.Logger, fields: dict[str, Any]) -> None:
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        handler = self.handler
+        if not self.json_lines or handler is None:
+            structlog.stdlib.get_logger(logger.name).info("request", **fields)
+            return
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+        line = json.dumps(
+            {
+                "event": "request",
+                **fields,
+                "level": "info",
+                "logger": logger.name,
+                "timestamp": f"{stamp}.{int(now % 1 * 1_000_000):06d}Z",
+            },
+            default=str,
+        )
+        handler.acquire()
+        try:
+            handler.stream.write(line + "\n")
+            handler.flush()
+        finally:
+            handler.release()
+
+
+_request_log = _RequestLog(None, json_lines=False)
+
+
+def log_request(logger: logging.Logger, fields: dict[str, Any]) -> None:
+    """Write the access line of one request (see :class:`_RequestLog`)."""
+    _request_log.emit(logger, fields)
 
 
 def get_logger(name: str = "medianest") -> Any:

@@ -20,16 +20,21 @@ database alone cannot be used to check guesses. Keys and their HMACs are never l
 key id is.
 
 Verification compares HMACs with :func:`hmac.compare_digest` and remembers successful
-verifications for ``cache_ttl`` seconds, keyed by key id and the presented key's HMAC, so a
-busy client costs no query. Revocation and rotation on this instance drop the entry at once;
-other instances notice within ``cache_ttl`` (or at once when a message calls
-:meth:`ApiKeyService.invalidate`). ``last_used_at`` is written at most once a minute per key.
+verifications for ``cache_ttl`` seconds (never past the key's expiry or rotation overlap),
+keyed by a SHA-256 fingerprint of the presented key, so a busy client costs one hash and a
+dict lookup, no HMAC and no query. When an entry lapses, concurrent requests with that key
+share one database read (single flight) rather than each running its own. Revocation and
+rotation on this instance drop the entry at once; other instances notice within
+``cache_ttl`` (or at once when a message calls :meth:`ApiKeyService.invalidate`).
+``last_used_at`` is written at most once a minute per key, in the background: a request
+never waits for that write.
 
 Scopes are lower-case names such as ``catalog:read``; the scope ``admin`` grants every scope.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import hashlib
 import hmac
@@ -171,6 +176,10 @@ class _Verified:
     digest: str
     info: ApiKeyInfo
     at: datetime
+    until: datetime
+
+    def fresh(self, now: datetime) -> bool:
+        return self.at <= now < self.until
 
 
 class ApiKeyService:
@@ -197,7 +206,11 @@ class ApiKeyService:
         self._clock = clock or _utcnow
         self._ttl = timedelta(seconds=cache_ttl)
         self._cache_size = cache_size
-        self._cache: dict[str, _Verified] = {}
+        self._cache: dict[bytes, _Verified] = {}
+        self._fingerprints: dict[str, bytes] = {}
+        self._inflight: dict[bytes, asyncio.Future[ApiKeyInfo]] = {}
+        self._touching: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self._invalidations = 0
 
     def __repr__(self) -> str:
@@ -241,49 +254,95 @@ class ApiKeyService:
     async def verify(self, presented: str) -> ApiKeyInfo:
         """The key's info, or :class:`AuthenticationError` (one generic message for every
         reason: malformed, bad checksum, unknown, wrong secret, expired, revoked, replaced)."""
+        now = self._now()
+        fingerprint = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
+        cached = self._cache.get(fingerprint)
+        if cached is not None and cached.fresh(now):
+            self._touch_if_due(cached.info, now)
+            return cached.info
+        waiting = self._inflight.get(fingerprint)
+        if waiting is not None:
+            return await asyncio.shield(waiting)
+        future: asyncio.Future[ApiKeyInfo] = asyncio.get_running_loop().create_future()
+        self._inflight[fingerprint] = future
+        try:
+            info = await self._verify_stored(presented, fingerprint, now)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here, so an unawaited future does not warn
+            raise
+        else:
+            future.set_result(info)
+            return info
+        finally:
+            del self._inflight[fingerprint]
+
+    async def _verify_stored(self, presented: str, fingerprint: bytes, now: datetime) -> ApiKeyInfo:
         key_id = parse_key_id(presented)
         if key_id is None:
             raise self._rejected(None, "malformed")
-        digest, now = self._digest(presented), self._now()
+        digest = self._digest(presented)
+        known = self._cache.get(self._fingerprints.get(key_id, b""))
+        if known is not None and known.fresh(now) and not hmac.compare_digest(known.digest, digest):
+            raise self._rejected(key_id, "wrong secret")
         invalidations = self._invalidations
-        cached = self._cache.get(key_id)
-        if cached is not None and timedelta(0) <= now - cached.at < self._ttl:
-            if not hmac.compare_digest(cached.digest, digest):
-                raise self._rejected(key_id, "wrong secret")
-            info, verified_at = cached.info, cached.at
-        else:
-            async with store.connection(self._db) as conn:
-                stored = await store.fetch(conn, key_id)
-            expected = stored.hmac if stored is not None else self._digest(presented + "?")
-            if not hmac.compare_digest(expected, digest) or stored is None:
-                raise self._rejected(key_id, "unknown key" if stored is None else "wrong secret")
-            info, verified_at = stored.info, now
+        async with store.connection(self._db) as conn:
+            stored = await store.fetch(conn, key_id)
+        expected = stored.hmac if stored is not None else self._digest(presented + "?")
+        if not hmac.compare_digest(expected, digest) or stored is None:
+            raise self._rejected(key_id, "unknown key" if stored is None else "wrong secret")
+        info = stored.info
         if not info.usable(now):
             self.invalidate(key_id)
             raise self._rejected(key_id, info.state(now))
-        if info.last_used_at is None or now - info.last_used_at >= TOUCH_INTERVAL:
-            info = await self._touch(info, now)
+        self._touch_if_due(info, now)
         if invalidations == self._invalidations:
-            self._remember(_Verified(digest, info, verified_at))
+            ends = [now + self._ttl, info.expires_at, info.overlap_until]
+            until = min(t for t in ends if t is not None)
+            self._remember(fingerprint, _Verified(digest, info, now, until))
         return info
 
     def _rejected(self, key_id: str | None, reason: str) -> AuthenticationError:
         _log.info("api key rejected", key_id=key_id, reason=reason)
         return AuthenticationError(_REJECTED)
 
-    def _remember(self, entry: _Verified) -> None:
-        self._cache.pop(entry.info.key_id, None)
+    def _remember(self, fingerprint: bytes, entry: _Verified) -> None:
+        key_id = entry.info.key_id
+        self._cache.pop(self._fingerprints.pop(key_id, b""), None)
         while len(self._cache) >= self._cache_size:
-            self._cache.pop(next(iter(self._cache)))
-        self._cache[entry.info.key_id] = entry
+            oldest = next(iter(self._cache))
+            self._fingerprints.pop(self._cache.pop(oldest).info.key_id, None)
+        self._cache[fingerprint] = entry
+        self._fingerprints[key_id] = fingerprint
 
-    async def _touch(self, info: ApiKeyInfo, now: datetime) -> ApiKeyInfo:
+    def _touch_if_due(self, info: ApiKeyInfo, now: datetime) -> None:
+        """Record the key's last use in the background, at most once a minute per key."""
+        last = info.last_used_at
+        if (last is not None and now - last < TOUCH_INTERVAL) or info.key_id in self._touching:
+            return
+        self._touching.add(info.key_id)
+        task = asyncio.get_running_loop().create_task(self._touch(info, now))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _touch(self, info: ApiKeyInfo, now: datetime) -> None:
         try:
             async with store.connection(self._db, write=True) as conn:
                 await store.touch(conn, info.key_id, now, now - TOUCH_INTERVAL)
         except BackendError as exc:
             _log.warning("api key last use not recorded", key_id=info.key_id, error=exc.message)
-        return info.model_copy(update={"last_used_at": now})
+        finally:
+            self._touching.discard(info.key_id)
+        fingerprint = self._fingerprints.get(info.key_id, b"")
+        entry = self._cache.get(fingerprint)
+        if entry is not None:
+            touched = entry.info.model_copy(update={"last_used_at": now})
+            self._cache[fingerprint] = _Verified(entry.digest, touched, entry.at, entry.until)
+
+    async def drain(self) -> None:
+        """Wait for background last-used writes (on shutdown, and in tests)."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     def invalidate(self, key_id: str) -> None:
         """Forget cached verifications of ``key_id`` (revoked or rotated somewhere).
@@ -292,7 +351,7 @@ class ApiKeyService:
         put its (now stale) result back in the cache.
         """
         self._invalidations += 1
-        self._cache.pop(key_id, None)
+        self._cache.pop(self._fingerprints.pop(key_id, b""), None)
 
     async def get(self, key_id: str) -> ApiKeyInfo:
         """The key named by ``key_id`` (or its ``mn_`` prefix); :class:`NotFoundError` if none."""
