@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from medianest.observability import configure_logging
+from medianest.observability.logging import flush_logs
 from tests.support.postgres import fresh_database
 from tests.support.services import require_service
 
@@ -55,6 +56,7 @@ class LogCapture:
 
     @property
     def text(self) -> str:
+        flush_logs()
         return self.stream.getvalue()
 
     @property

@@ -196,13 +196,33 @@ def _reachability(upstream: UpstreamSettings) -> Any:
     return probe
 
 
+class HubApp(FastAPI):
+    """The hub's ASGI app: FastAPI, with an optional layer in front of the whole framework.
+
+    ``front`` (the gateway) sees every connection first and hands what it does not serve to
+    :meth:`framework_call`, FastAPI itself. A proxied request therefore never enters the
+    framework's middleware stack (its error, telemetry and body-limit layers, our request
+    context) or its routing, which together cost more than proxying a small answer.
+    """
+
+    front: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.front is not None:
+            await self.front(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    async def framework_call(self, scope: Any, receive: Any, send: Any) -> None:
+        await super().__call__(scope, receive, send)
+
+
 class GatewayLayer:
     """The gateway in front of the hub's app; the gateway itself exists once the hub started.
 
-    It is the outermost layer (inside Starlette's last-resort error handler only), so a
-    request for a gateway route never enters the hub's middleware, routing or dependency
+    A request for a gateway route never enters the hub's middleware, routing or dependency
     machinery; :class:`~medianest.gateway.proxy.GatewayMiddleware` gives it its own request
-    id, access line and metrics.
+    id, access line, metrics and last-resort 500.
     """
 
     def __init__(self, app: Any, *, hub: Hub) -> None:
@@ -255,7 +275,7 @@ def create_app(
                 await hub.close()
             _log.info("medianest stopped", uptime_s=round(time.monotonic() - started, 3))
 
-    app = FastAPI(
+    app = HubApp(
         title="MediaNest",
         version=__version__,
         summary="Integration hub for home media stacks.",
@@ -271,6 +291,5 @@ def create_app(
         RequestContextMiddleware, quiet_paths=frozenset({"/health", "/ready", "/metrics"})
     )
     if "gateway" in settings.server.roles:
-        # Added last, so outermost: proxied requests skip the hub's own middleware stack.
-        app.add_middleware(GatewayLayer, hub=hub)
+        app.front = GatewayLayer(app.framework_call, hub=hub)
     return app

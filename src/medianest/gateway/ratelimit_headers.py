@@ -127,6 +127,8 @@ def client_ip(peer: str | None, headers: Mapping[str, str], trusted_proxies: Seq
     """
     if peer is None:
         return UNKNOWN_CLIENT
+    if not trusted_proxies:
+        return _canonical_peer(peer)
     networks = trusted_networks(trusted_proxies)
     current = _parse_address(peer)
     if current is None or not _trusted(current, networks):
@@ -145,6 +147,13 @@ def client_ip(peer: str | None, headers: Mapping[str, str], trusted_proxies: Seq
         if not _trusted(hop, networks):
             break
     return str(current)
+
+
+@lru_cache(maxsize=4096)
+def _canonical_peer(peer: str) -> str:
+    """``peer`` as an address string (IPv4-mapped IPv6 unwrapped); cached, clients repeat."""
+    current = _parse_address(peer)
+    return peer if current is None else str(current)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,8 @@ so a token that reaches a message by accident is still not written out.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import json
 import logging
 import re
@@ -101,7 +103,8 @@ def configure_logging(
         foreign_pre_chain=_shared_processors(),
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
-    handler = logging.StreamHandler(stream)
+    flush_logs()
+    handler = _HubHandler(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -135,42 +138,62 @@ class _RequestLog:
     """The one-line-per-request log, written without structlog's processor chain.
 
     A busy gateway writes thousands of these lines a second, and the general path (bound
-    logger, processors, redaction of every field, a stdlib ``LogRecord``, the formatter) costs
-    more than proxying the request. Its fields are fixed and cannot carry a secret (method,
-    route *template*, status, duration, request id, client address), so in JSON mode the line
-    is rendered here, in the same shape the JSON renderer gives, and written to the same
-    handler; in console mode it takes the ordinary path.
+    logger, processors, redaction of every field, a stdlib ``LogRecord``, the formatter, a
+    write system call per line) costs more than proxying the request. Its fields are fixed
+    and cannot carry a secret (method, route *template*, status, duration, request id,
+    client address), so in JSON mode the line is rendered here, in the shape the JSON
+    renderer gives, and the lines of one event-loop iteration are written together at its
+    end (like nginx's ``access_log ... buffer=``), to the same handler. Any other record
+    written through that handler first writes the pending lines, so the order holds. In
+    console mode the line takes the ordinary path.
     """
 
     def __init__(self, handler: logging.StreamHandler[Any] | None, *, json_lines: bool) -> None:
         self.handler = handler
         self.json_lines = json_lines and handler is not None
+        self.pending: list[str] = []
 
     def emit(self, logger: logging.Logger, fields: dict[str, Any]) -> None:
         if not logger.isEnabledFor(logging.INFO):
             return
-        handler = self.handler
-        if not self.json_lines or handler is None:
+        if not self.json_lines:
             structlog.stdlib.get_logger(logger.name).info("request", **fields)
             return
         now = time.time()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-        line = json.dumps(
-            {
-                "event": "request",
-                **fields,
-                "level": "info",
-                "logger": logger.name,
-                "timestamp": f"{stamp}.{int(now % 1 * 1_000_000):06d}Z",
-            },
-            default=str,
+        fields.update(
+            level="info", logger=logger.name, timestamp=f"{stamp}.{int(now % 1 * 1e6):06d}Z"
         )
+        self.pending.append(json.dumps({"event": "request", **fields}, default=str))
+        if len(self.pending) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:
+                self.flush()
+
+    def flush(self) -> None:
+        lines, handler = self.pending, self.handler
+        if not lines or handler is None:
+            return
+        self.pending = []
         handler.acquire()
         try:
-            handler.stream.write(line + "\n")
-            handler.flush()
+            handler.stream.write("\n".join(lines) + "\n")
+            logging.StreamHandler.flush(handler)
         finally:
             handler.release()
+
+
+class _HubHandler(logging.StreamHandler[Any]):
+    """The stream handler of every log line; pending access lines go out before a record."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _request_log.flush()
+        super().emit(record)
+
+    def flush(self) -> None:
+        _request_log.flush()
+        super().flush()
 
 
 _request_log = _RequestLog(None, json_lines=False)
@@ -179,6 +202,14 @@ _request_log = _RequestLog(None, json_lines=False)
 def log_request(logger: logging.Logger, fields: dict[str, Any]) -> None:
     """Write the access line of one request (see :class:`_RequestLog`)."""
     _request_log.emit(logger, fields)
+
+
+def flush_logs() -> None:
+    """Write access lines still waiting for the end of the event-loop iteration."""
+    _request_log.flush()
+
+
+atexit.register(flush_logs)
 
 
 def get_logger(name: str = "medianest") -> Any:
