@@ -1,0 +1,241 @@
+"""The service registry: what an instance is, how to find instances, and the backend contract.
+
+A :class:`ServiceInstance` is one running copy of a service (``plex``, ``overseerr``, a hub
+role such as ``medianest-gateway``): a unique ``id``, the service ``name``, a ``version``,
+one or more ``endpoints`` (base URLs), an optional ``health_check_url``, ``tags`` and string
+``metadata``, and a balancing ``weight``. Definitions are validated models: a bad one is
+refused with field errors before it reaches a backend.
+
+A :class:`ServiceRegistry` backend keeps :class:`Registration` records (the instance, its
+health :class:`HealthState`, when it was registered and last renewed, its TTL) and answers
+:meth:`~ServiceRegistry.discover` with a :class:`Criteria` (name, a version constraint such
+as ``>=1.2,<2``, tags and metadata that must match, healthy only by default).
+
+Contract every backend keeps (checked by ``tests/contracts/test_discovery.py``):
+
+* ``register`` replaces a registration with the same id **atomically**: a reader sees the
+  old definition or the new one, never a mix and never none;
+* a registration with a ``ttl`` disappears when it is not renewed by :meth:`heartbeat`
+  within ``ttl`` seconds (a process killed with SIGKILL vanishes on its own);
+* ``deregister`` of an unknown id returns ``False``, never raises;
+* a new registration starts in :attr:`HealthState.UNKNOWN`, which ``discover`` counts as
+  usable (an instance without a health check is assumed up until something says otherwise)
+  while ``healthy_only`` drops :attr:`HealthState.UNHEALTHY` ones;
+* ``watch(name)`` yields a :class:`Change` for every registration, update, health change and
+  removal of that service (all services when ``name`` is None) that happens after the
+  iterator started, in the order the backend saw them;
+* read-only backends (``static://``, ``dns+srv://``) raise
+  :class:`~medianest.errors.ConfigurationError` from the write methods and say so in
+  :attr:`ServiceRegistry.read_only`;
+* driver failures become :class:`~medianest.errors.BackendError` /
+  :class:`~medianest.errors.BackendUnavailable`, translated in one place per backend.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from medianest.backends import BackendBase, BackendEntry, BackendTable
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+_NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+_TAG = r"^[A-Za-z0-9][A-Za-z0-9._:/=-]{0,63}$"
+_URL = re.compile(r"^(https?|wss?|tcp)://[^\s/?#]+(/[^\s]*)?$")
+
+InstanceId = Annotated[str, StringConstraints(pattern=_ID)]
+ServiceName = Annotated[str, StringConstraints(pattern=_NAME)]
+Tag = Annotated[str, StringConstraints(pattern=_TAG)]
+
+
+class HealthState(StrEnum):
+    """Health of one instance as the registry last heard it."""
+
+    UNKNOWN = "unknown"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+
+
+class ServiceInstance(BaseModel):
+    """One running copy of a service (the seed's ServiceDefinition)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: InstanceId = Field(description="Unique instance id; registering it again replaces it.")
+    name: ServiceName = Field(description="Service name, a DNS label: `plex`, `overseerr`.")
+    version: str = Field("0", description="PEP 440 / semantic version, e.g. `1.32.5`.")
+    endpoints: tuple[str, ...] = Field(
+        min_length=1, description="Base URLs of the instance (http, https, ws, wss or tcp)."
+    )
+    health_check_url: str | None = Field(
+        None, description="URL answering 2xx while the instance is healthy."
+    )
+    tags: tuple[Tag, ...] = Field((), description="Free tags to select instances by.")
+    metadata: dict[str, str] = Field(default_factory=dict, description="String key/values.")
+    weight: int = Field(1, ge=1, le=1000, description="Relative share of traffic.")
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        try:
+            Version(value)
+        except InvalidVersion as exc:
+            raise ValueError(f"not a version: {value!r} (e.g. 1.2.3)") from exc
+        return value
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [url for url in value if not _URL.match(url)]
+        if bad:
+            raise ValueError(f"not an http(s)/ws(s)/tcp URL: {', '.join(map(repr, bad))}")
+        return value
+
+    @field_validator("health_check_url")
+    @classmethod
+    def _health_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("the health check URL must be http:// or https://")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > 64 or any(len(k) > 128 or len(v) > 1024 for k, v in value.items()):
+            raise ValueError("at most 64 entries, keys up to 128 and values up to 1024 chars")
+        return value
+
+
+class Registration(BaseModel):
+    """What the registry holds about an instance."""
+
+    model_config = ConfigDict(frozen=True)
+
+    instance: ServiceInstance
+    state: HealthState = HealthState.UNKNOWN
+    reason: str = ""
+    registered_at: datetime
+    renewed_at: datetime
+    ttl: float | None = None
+
+    @property
+    def usable(self) -> bool:
+        """Whether traffic may go here (healthy or not yet checked)."""
+        return self.state is not HealthState.UNHEALTHY
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """Which instances ``discover`` returns.
+
+    ``version`` is a PEP 440 specifier set (``>=1.2,<2``); ``tags`` must all be present;
+    ``metadata`` entries must all be equal; ``healthy_only`` drops unhealthy instances.
+    """
+
+    name: str | None = None
+    version: str | None = None
+    tags: tuple[str, ...] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    healthy_only: bool = True
+
+    def __post_init__(self) -> None:
+        if self.version:
+            try:
+                SpecifierSet(self.version)
+            except InvalidSpecifier as exc:
+                from medianest.errors import ValidationError
+
+                raise ValidationError(
+                    f"invalid version constraint {self.version!r} (e.g. '>=1.2,<2')",
+                    errors={"version": "invalid constraint"},
+                ) from exc
+
+    def matches(self, registration: Registration) -> bool:
+        instance = registration.instance
+        if self.name is not None and instance.name != self.name:
+            return False
+        if self.healthy_only and not registration.usable:
+            return False
+        if self.version and Version(instance.version) not in SpecifierSet(self.version):
+            return False
+        if any(tag not in instance.tags for tag in self.tags):
+            return False
+        return all(instance.metadata.get(k) == v for k, v in self.metadata.items())
+
+
+ChangeKind = Literal["registered", "updated", "health", "deregistered", "expired"]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One event seen by :meth:`ServiceRegistry.watch`.
+
+    ``registration`` is the new record (the last known one for ``deregistered`` and
+    ``expired``, or None when the backend no longer knows it).
+    """
+
+    kind: ChangeKind
+    instance_id: str
+    name: str
+    registration: Registration | None
+
+
+class ServiceRegistry(BackendBase, ABC):
+    """The registry contract (module docstring); backends live in ``discovery/backends``."""
+
+    read_only: bool = False
+
+    @abstractmethod
+    async def register(self, instance: ServiceInstance, *, ttl: float | None = None) -> None:
+        """Add or atomically replace ``instance``; with ``ttl`` it expires unless renewed."""
+
+    @abstractmethod
+    async def heartbeat(self, instance_id: str) -> None:
+        """Renew the TTL of ``instance_id``; :class:`~medianest.errors.NotFoundError` if gone."""
+
+    @abstractmethod
+    async def deregister(self, instance_id: str) -> bool:
+        """Remove ``instance_id``; ``False`` when it was not registered."""
+
+    @abstractmethod
+    async def discover(self, criteria: Criteria | None = None) -> list[Registration]:
+        """Registrations matching ``criteria``, ordered by service name then instance id."""
+
+    @abstractmethod
+    async def health(self, instance_id: str) -> Registration | None:
+        """The registration of ``instance_id`` with its health, or None."""
+
+    @abstractmethod
+    async def set_health(self, instance_id: str, state: HealthState, reason: str = "") -> bool:
+        """Record a health verdict; ``False`` when the instance is unknown."""
+
+    @abstractmethod
+    def watch(self, name: str | None = None) -> AsyncIterator[Change]:
+        """Changes of service ``name`` (or all) from now on, until the iterator is closed."""
+
+    async def ping(self) -> None:
+        """Raise :class:`~medianest.errors.BackendUnavailable` when the registry is down."""
+        return None
+
+
+REGISTRIES: BackendTable[ServiceRegistry] = BackendTable(
+    "discovery",
+    {
+        "memory": "medianest.discovery.backends.memory:MemoryRegistry",
+        "sqlite": "medianest.discovery.backends.sql:SqlRegistry",
+        "sqlite+aiosqlite": "medianest.discovery.backends.sql:SqlRegistry",
+        "postgresql": BackendEntry("medianest.discovery.backends.sql:SqlRegistry", "postgres"),
+        "etcd": "medianest.discovery.backends.etcd:EtcdRegistry",
+        "dns+srv": "medianest.discovery.backends.dns:DnsSrvRegistry",
+        "static": "medianest.discovery.backends.static:StaticRegistry",
+    },
+)
