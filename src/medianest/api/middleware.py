@@ -17,6 +17,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medianest.api.problems import INTERNAL, PROBLEM_JSON, problem_body
+from medianest.api.security_headers import security_headers, with_security_headers
 from medianest.observability.logging import get_logger, log_request
 from medianest.observability.metrics import HTTP_DURATION, HTTP_REQUESTS
 
@@ -67,6 +68,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = _incoming_id(scope)
+        path = scope.get("path", "")
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
@@ -78,7 +80,9 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                message["headers"] = [*message.get("headers", ()), header]
+                message["headers"] = with_security_headers(
+                    [*message.get("headers", ()), header], path
+                )
             await send(message)
 
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -138,6 +142,7 @@ async def send_internal_error(send: Send, scope: Scope, request_id: str) -> None
                 (b"content-type", PROBLEM_JSON.encode()),
                 (b"content-length", str(len(payload)).encode()),
                 (REQUEST_ID_HEADER, request_id.encode("ascii")),
+                *security_headers(scope.get("path", "")),
             ],
         }
     )

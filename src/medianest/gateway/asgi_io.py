@@ -9,6 +9,7 @@ from typing import Any
 from starlette.types import Receive, Send
 
 from medianest.api.problems import PROBLEM_JSON, ProblemType, problem_body
+from medianest.api.security_headers import API_HEADERS
 
 
 class BodyTooLarge(Exception):
@@ -69,7 +70,8 @@ async def send_problem(
     headers: Sequence[tuple[str, str]] = (),
     **extra: Any,
 ) -> None:
-    """Answer with an RFC 9457 problem (the gateway speaks ASGI, not FastAPI)."""
+    """Answer with an RFC 9457 problem (the gateway speaks ASGI, not FastAPI), with the
+    hub's security headers: the problem is the gateway's own answer, not the upstream's."""
     body = problem_body(
         ProblemType(slug, title, status),
         detail,
@@ -82,6 +84,7 @@ async def send_problem(
         (b"content-type", PROBLEM_JSON.encode()),
         (b"content-length", str(len(payload)).encode()),
         *((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers),
+        *API_HEADERS,
     ]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": payload})
