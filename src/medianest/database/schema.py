@@ -7,7 +7,21 @@ Plex as its stable ``X-Plex-Client-Identifier``.
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, DateTime, ForeignKey, MetaData, String, Table, Text, func
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    false,
+    func,
+)
 
 metadata = MetaData(
     naming_convention={
@@ -43,3 +57,66 @@ api_keys = Table(
     Column("overlap_until", DateTime(timezone=True), nullable=True),
 )
 """API keys (:mod:`medianest.security.apikeys`): only an HMAC of each key, never the key."""
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("username", String(200), nullable=False),
+    Column("username_key", String(200), nullable=False, unique=True),
+    Column("display_name", String(200), nullable=False),
+    Column("email", String(320), nullable=True),
+    Column("role", String(16), nullable=False),
+    Column("plex_id", String(32), nullable=True, unique=True),
+    Column("plex_token_enc", Text, nullable=True),
+    Column("oidc_issuer", String(500), nullable=True),
+    Column("oidc_subject", String(255), nullable=True),
+    Column("password_hash", Text, nullable=True),
+    Column("must_change_password", Boolean, nullable=False, server_default=false()),
+    Column("disabled_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("last_login_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("oidc_issuer", "oidc_subject"),
+    CheckConstraint("role IN ('admin', 'user', 'guest')", name="role"),
+)
+"""People (:mod:`medianest.security.users`). ``username_key`` is the case-folded username,
+unique; the Plex token is vault ciphertext, the password an argon2id hash."""
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column(
+        "user_id",
+        String(36),
+        ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("kind", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("user_agent", String(500), nullable=True),
+    Column("ip", String(64), nullable=True),
+    CheckConstraint("kind IN ('cookie', 'bearer')", name="kind"),
+)
+"""Sign-in sessions (:mod:`medianest.security.sessions`): the SHA-256 of each session token,
+never the token."""
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("algorithm", String(16), nullable=False),
+    Column("private_key_enc", Text, nullable=False),
+    Column("public_jwk", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("not_after_sign", DateTime(timezone=True), nullable=False),
+    Column("not_after_verify", DateTime(timezone=True), nullable=False),
+)
+"""Keys signing the hub's access tokens (:mod:`medianest.security.tokens`); the private key
+is vault ciphertext."""
