@@ -22,11 +22,10 @@ from fastapi import FastAPI
 
 from medianest import __version__
 from medianest.aggregation import IntegrationAggregator, Source, create_cache
-from medianest.api import health, problems
+from medianest.api import health, problems, wellknown
 from medianest.api import v1 as api_v1
 from medianest.api.health import ReadinessCheck
 from medianest.api.middleware import RequestContextMiddleware
-from medianest.api.v1 import admin_gateway, admin_keys
 from medianest.backends import mask_url, url_scheme
 from medianest.config import Settings, UpstreamSettings
 from medianest.database import Database
@@ -36,6 +35,7 @@ from medianest.gateway.ratelimit import RateLimiter
 from medianest.integrations.registry import Integrations
 from medianest.observability import configure_logging, get_logger
 from medianest.security import ApiKeyService, server_secret
+from medianest.security.identity import Identity
 
 _log = get_logger("medianest.app")
 
@@ -61,6 +61,9 @@ class Hub:
         self.api_keys: ApiKeyService | None = None
         self.gateway: Gateway | None = None
         self.limiter: RateLimiter | None = None
+        self.auth_limiter: RateLimiter | None = None
+        self.identity: Identity | None = None
+        self.secret = b""
         self._stack = contextlib.AsyncExitStack()
         self.started_at: float | None = None
 
@@ -76,11 +79,13 @@ class Hub:
                 client_identifier = await self.database.instance_id()
             else:
                 client_identifier = "medianest-unmigrated"
-            secret = await asyncio.to_thread(server_secret, self.settings)
-            self.api_keys = ApiKeyService(self.database, secret)
+            self.secret = await asyncio.to_thread(server_secret, self.settings)
+            self.api_keys = ApiKeyService(self.database, self.secret)
             self._stack.push_async_callback(self.api_keys.drain)
             await self.cache.start()
             self._stack.push_async_callback(self.cache.close)
+            if migrate or await self._migrated():
+                await self._start_identity()
             if "gateway" in self.settings.server.roles:
                 await self._start_gateway()
             self.integrations = Integrations.from_settings(
@@ -99,11 +104,30 @@ class Hub:
             raise
         self.started_at = time.monotonic()
 
+    async def _migrated(self) -> bool:
+        """Whether the schema is current (sign-in needs its tables); False when unknown."""
+        try:
+            return (await migrations.status(self.database)).up_to_date
+        except Exception:  # an unreachable database: /ready says why
+            return False
+
+    async def _start_identity(self) -> None:
+        assert self.api_keys is not None
+        self.identity = build_identity(self.settings, self.database, self.api_keys, self.secret)
+        await self.identity.start()
+        self._stack.push_async_callback(self.identity.close)
+        await self._start_limiter()
+        self.auth_limiter = self.limiter
+
+    async def _start_limiter(self) -> None:
+        if self.limiter is None:
+            self.limiter = RateLimiter.from_url(self.settings.gateway.rate_limit_storage)
+            await self.limiter.start()
+            self._stack.push_async_callback(self.limiter.close)
+
     async def _start_gateway(self) -> None:
         gw = self.settings.gateway
-        self.limiter = RateLimiter.from_url(gw.rate_limit_storage)
-        await self.limiter.start()
-        self._stack.push_async_callback(self.limiter.close)
+        await self._start_limiter()
         self.gateway = Gateway(gw, api_keys=self.api_keys, limiter=self.limiter)
         self._stack.push_async_callback(self.gateway.close)
         await self.gateway.start()
@@ -164,6 +188,29 @@ class Hub:
             pending = ", ".join(state.pending)
             raise RuntimeError(f"pending migrations: {pending} (run `medianest migrate`)")
         return f"at {state.current}"
+
+
+def build_identity(
+    settings: Settings, database: Database, api_keys: ApiKeyService, secret: bytes
+) -> Identity:
+    """People, sessions, access tokens and single sign-on, from the settings."""
+    from medianest.security.oidc import OidcClient
+    from medianest.security.sessions import SessionService
+    from medianest.security.tokens import TokenIssuer
+    from medianest.security.users import UserService
+    from medianest.security.vault import Vault
+
+    identity = settings.identity
+    base = settings.server.base_url
+    vault = Vault.from_config(identity.encryption_keys, secret)
+    users = UserService.from_settings(database, vault, identity)
+    sessions = SessionService.from_settings(database, users, identity)
+    tokens = TokenIssuer.from_settings(database, vault, identity, base)
+    oidc = None
+    if settings.oidc is not None:
+        redirect = settings.oidc.redirect_uri or f"{base}/api/v1/auth/oidc/callback"
+        oidc = OidcClient(settings.oidc, secret=secret, redirect_uri=redirect)
+    return Identity(users, sessions, tokens, api_keys, oidc=oidc)
 
 
 def search_sources(integrations: Integrations) -> list[Source]:
@@ -262,6 +309,9 @@ def create_app(
         app.state.aggregator = hub.aggregator
         app.state.simulated = hub.simulated
         app.state.api_keys = hub.api_keys
+        app.state.identity = hub.identity
+        app.state.auth_limiter = hub.auth_limiter
+        app.state.server_secret = hub.secret
         app.state.gateway = hub.gateway
         app.state.allow_anonymous = settings.allow_anonymous
         # Start-up objects live as long as the process: keep them out of every later
@@ -281,12 +331,13 @@ def create_app(
         summary="Integration hub for home media stacks.",
         lifespan=lifespan,
     )
+    app.state.settings = settings
+    app.state.base_url = settings.server.base_url
     problems.install(app)
     app.include_router(health.router)
     if "api" in settings.server.roles:
         app.include_router(api_v1.router)
-        app.include_router(admin_keys.router, prefix="/api/v1")
-        app.include_router(admin_gateway.router, prefix="/api/v1")
+        app.include_router(wellknown.router)
     app.add_middleware(
         RequestContextMiddleware, quiet_paths=frozenset({"/health", "/ready", "/metrics"})
     )

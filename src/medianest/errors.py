@@ -18,6 +18,7 @@ and a stable problem ``type`` URI.
     ├── AuthError
     │   ├── AuthenticationError       who are you? (missing / bad credentials)
     │   └── AuthorizationError        you may not do this
+    ├── RateLimitExceeded             a caller went over a rate limit (``retry_after`` s)
     ├── BackendError                  a backend (database, broker, registry...) failed
     │   └── BackendUnavailable        it cannot be reached at all
     ├── ResilienceError
@@ -125,6 +126,11 @@ class AuthenticationError(AuthError):
 
 class AuthorizationError(AuthError):
     """The caller is known but lacks the role or scope the operation needs."""
+
+
+class RateLimitExceeded(MediaNestError):
+    """A caller exceeded one of the hub's own rate limits; ``retry_after`` says when to
+    come back (seconds)."""
 
 
 class BackendError(MediaNestError):

@@ -34,7 +34,8 @@ def hub_settings(tmp_path: Path, stack: SimulatedStack, **extra: Any) -> Any:
 
 @pytest.fixture
 async def api(tmp_path: Path, stack: SimulatedStack) -> AsyncIterator[str]:
-    settings = hub_settings(tmp_path, stack)
+    """The API with guest access on: reading the catalog and services needs no sign-in."""
+    settings = hub_settings(tmp_path, stack, allow_anonymous=True)
     app = create_app(settings, hub=Hub(settings, simulated=True), configure_logs=False)
     async with serve_asgi(app) as server:
         yield f"{server.url}/api/v1"
@@ -111,25 +112,38 @@ async def test_bad_parameters_are_problem_json(api: str) -> None:
     assert status == 422
 
 
-async def test_remote_callers_refused_until_sign_in(tmp_path: Path, stack: SimulatedStack) -> None:
+async def test_sign_in_is_required_unless_guests_are_allowed(
+    tmp_path: Path, stack: SimulatedStack
+) -> None:
     settings = hub_settings(tmp_path, stack)
-    app = create_app(settings, configure_logs=False)
-    async with serve_asgi(app, proxy_headers=True, forwarded_allow_ips="127.0.0.1") as server:
-        remote = {"X-Forwarded-For": "203.0.113.9"}
-        status, problem = await call(f"{server.url}/api/v1/services", headers=remote)
-        assert status == 401
-        assert "MEDIANEST_ALLOW_ANONYMOUS" in problem["detail"]
-        status, _ = await call(f"{server.url}/health", headers=remote)
+    hub = Hub(settings, simulated=True)
+    async with serve_asgi(create_app(settings, hub=hub, configure_logs=False)) as server:
+        async with aiohttp.ClientSession() as s, s.get(f"{server.url}/api/v1/services") as r:
+            assert r.status == 401
+            assert r.headers["WWW-Authenticate"] == 'Bearer realm="medianest"'
+            assert (await r.json(content_type=None))["type"] == "/problems/unauthenticated"
+        assert hub.api_keys is not None
+        _, reader = await hub.api_keys.create("reader", "tests", ["services:read"])
+        status, _ = await call(f"{server.url}/api/v1/services", headers={"X-Api-Key": reader})
+        assert status == 200
+        status, problem = await call(
+            f"{server.url}/api/v1/plex/libraries", headers={"X-Api-Key": reader}
+        )
+        assert status == 403
+        assert "catalog:read" in problem["detail"]
+        status, _ = await call(f"{server.url}/health")
         assert status == 200
     open_settings = hub_settings(tmp_path, stack, allow_anonymous=True)
     app = create_app(open_settings, configure_logs=False)
-    async with serve_asgi(app, proxy_headers=True, forwarded_allow_ips="127.0.0.1") as server:
-        status, _ = await call(f"{server.url}/api/v1/services", headers=remote)
+    async with serve_asgi(app) as server:
+        status, _ = await call(f"{server.url}/api/v1/services")
         assert status == 200
+        status, _ = await call(f"{server.url}/api/v1/admin/users")
+        assert status == 401
 
 
 async def test_unconfigured_service_is_503(tmp_path: Path) -> None:
-    settings = load_settings(overrides={"data_dir": str(tmp_path)})
+    settings = load_settings(overrides={"data_dir": str(tmp_path), "allow_anonymous": True})
     app = create_app(settings, configure_logs=False)
     async with serve_asgi(app) as server:
         status, problem = await call(f"{server.url}/api/v1/plex/libraries")

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from fastapi import APIRouter, FastAPI
 
-from medianest.api import problems
-from medianest.api.middleware import RequestContextMiddleware
-from medianest.api.v1 import admin_keys
-from medianest.database import Database, upgrade
+from medianest.app import Hub as HubProcess
+from medianest.app import create_app
+from medianest.config import load_settings
 from medianest.errors import AuthorizationError
 from medianest.security import (
     ApiKeyService,
@@ -29,7 +28,7 @@ from tests.support.servers import serve_asgi
 BASE = "/api/v1/admin/keys"
 NO_KEY = 'Bearer realm="medianest"'
 INVALID = 'Bearer realm="medianest", error="invalid_token"'
-NOT_ADMIN = 'Bearer realm="medianest", error="insufficient_scope", scope="admin"'
+NOT_ADMIN = 'Bearer realm="medianest", error="insufficient_scope", scope="keys:admin"'
 
 
 @dataclass
@@ -54,21 +53,15 @@ class Hub:
 
 
 @pytest.fixture
-async def hub(sqlite_url: str) -> AsyncIterator[Hub]:
-    async with Database(sqlite_url) as db:
-        await upgrade(db)
-        service = ApiKeyService(db, b"k" * 32)
+async def hub(sqlite_url: str, tmp_path: Path) -> AsyncIterator[Hub]:
+    settings = load_settings(overrides={"data_dir": str(tmp_path), "database": {"url": sqlite_url}})
+    running = HubProcess(settings)
+    async with serve_asgi(create_app(settings, hub=running, configure_logs=False)) as server:
+        service = running.api_keys
+        assert service is not None
         _, admin_key = await service.create("root", "ops", ["admin"])
         _, reader_key = await service.create("reader", "bob", ["catalog:read"])
-        app = FastAPI()
-        problems.install(app)
-        v1 = APIRouter(prefix="/api/v1")
-        v1.include_router(admin_keys.router)
-        app.include_router(v1)
-        app.add_middleware(RequestContextMiddleware)
-        app.state.api_keys = service
-        async with serve_asgi(app, lifespan="off") as server:
-            yield Hub(server.url, service, admin_key, reader_key)
+        yield Hub(server.url, service, admin_key, reader_key)
 
 
 async def test_missing_key_is_401_with_a_bare_challenge(hub: Hub) -> None:
@@ -181,7 +174,7 @@ def test_scopes_and_challenges() -> None:
         require_scopes(["catalog:read"], ["catalog:read", "requests:write", "x"])
     assert www_authenticate() == NO_KEY
     assert www_authenticate("invalid_token") == INVALID
-    assert www_authenticate("insufficient_scope", "admin") == NOT_ADMIN
+    assert www_authenticate("insufficient_scope", "keys:admin") == NOT_ADMIN
     with pytest.raises(ValueError, match="quotes"):
         www_authenticate("x", 'a"b')
 

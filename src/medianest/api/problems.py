@@ -40,6 +40,7 @@ _TABLE: list[tuple[type[BaseException], ProblemType]] = [
     (errors.AuthenticationError, ProblemType("unauthenticated", "Authentication required", 401)),
     (errors.AuthorizationError, ProblemType("forbidden", "Forbidden", 403)),
     (errors.AuthError, ProblemType("auth", "Authentication failed", 401)),
+    (errors.RateLimitExceeded, ProblemType("rate-limited", "Too many requests", 429)),
     (errors.CircuitOpenError, ProblemType("circuit-open", "Upstream circuit open", 503)),
     (errors.BulkheadFull, ProblemType("overloaded", "Too many concurrent calls", 503)),
     (errors.RetryBudgetExhausted, ProblemType("retry-budget", "Retry budget exhausted", 503)),
@@ -127,6 +128,12 @@ def error_response(request: Request, exc: errors.MediaNestError) -> JSONResponse
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     elif ptype.status == 503:
         headers["Retry-After"] = "1"
+    if isinstance(exc, errors.AuthError):
+        challenge = exc.extra.get("challenge")
+        if isinstance(challenge, str):
+            headers["WWW-Authenticate"] = challenge
+        elif isinstance(exc, errors.AuthenticationError):
+            headers["WWW-Authenticate"] = 'Bearer realm="medianest"'
     body = problem_body(
         ptype, exc.message, instance=request.url.path, request_id=_request_id(request), **extra
     )

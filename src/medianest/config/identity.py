@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from medianest.config.settings import Section
+from medianest.config.section import Section
 
 
 class IdentitySettings(Section):
@@ -65,6 +65,23 @@ class IdentitySettings(Section):
     password_min_length: int = Field(
         12, ge=8, le=128, description="Shortest password accepted for local accounts."
     )
+    sign_in_rate_limit: str = Field(
+        "10/minute;100/hour",
+        description="Sign-in attempts (passwords, PINs, single sign-on, token refresh) allowed "
+        "per client address, in `limits` notation; counted where the gateway counts "
+        "(`gateway.rate_limit_storage`).",
+    )
+
+    @field_validator("sign_in_rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit such as '10/minute;100/hour': {value!r}") from exc
+        return value
 
     @field_validator("encryption_keys", mode="before")
     @classmethod

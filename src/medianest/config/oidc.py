@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from medianest.config.settings import Section
+from medianest.config.section import Section
 
 OidcRole = Literal["admin", "user", "guest"]
 TokenEndpointAuthMethod = Literal["auto", "client_secret_basic", "client_secret_post", "none"]

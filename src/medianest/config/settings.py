@@ -17,8 +17,6 @@ from typing import Annotated, Literal
 
 from pydantic import (
     AnyHttpUrl,
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     field_validator,
@@ -33,6 +31,9 @@ from pydantic_settings import (
 )
 
 from medianest.config.gateway import GatewaySettings
+from medianest.config.identity import IdentitySettings
+from medianest.config.oidc import OidcSettings
+from medianest.config.section import Section
 from medianest.resilience.config import PolicyConfig
 
 Role = Literal["gateway", "api", "realtime", "workers"]
@@ -45,12 +46,6 @@ _DRIVERS = {
     "postgresql": "postgresql+asyncpg",
     "postgresql+asyncpg": "postgresql+asyncpg",
 }
-
-
-class Section(BaseModel):
-    """Base of every configuration section: unknown keys are errors, values are frozen."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ServerSettings(Section):
@@ -72,6 +67,21 @@ class ServerSettings(Section):
     forwarded_allow_ips: str = Field(
         "127.0.0.1", description="Comma-separated proxy addresses whose X-Forwarded-* count."
     )
+    public_url: AnyHttpUrl | None = Field(
+        None,
+        description="The address people use to reach the hub (`https://media.example.com`): "
+        "issuer of its access tokens, base of the OIDC redirect URI, the origin that cookie "
+        "sign-ins accept. Default: `http://<host>:<port>`.",
+    )
+
+    @property
+    def base_url(self) -> str:
+        """``public_url`` without a trailing slash, else ``http://<host>:<port>``."""
+        if self.public_url is not None:
+            return str(self.public_url).rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
 
     @field_validator("roles", mode="before")
     @classmethod
@@ -206,8 +216,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="Where the hub keeps its files.")
     allow_anonymous: bool = Field(
         False,
-        description="Let the API answer unauthenticated callers from any address, not only "
-        "loopback (until sign-in is configured).",
+        description="Let callers who did not sign in use the API as guests (read the catalog "
+        "and service status). Off: every `/api/v1` endpoint but sign-in needs a credential.",
     )
     server: ServerSettings = Field(default_factory=ServerSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
@@ -215,6 +225,10 @@ class Settings(BaseSettings):
     search: SearchSettings = Field(default_factory=SearchSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    oidc: OidcSettings | None = Field(
+        None, description="Single sign-on with an OpenID provider: `[oidc]`, off when absent."
+    )
     upstreams: dict[UpstreamName, UpstreamSettings] = Field(
         default_factory=dict, description="Third-party services by name: `[upstreams.plex]`..."
     )

@@ -1,12 +1,17 @@
-"""``/api/v1``: the REST API (loopback-only until sign-in; see :mod:`.access`)."""
+"""``/api/v1``: the REST API. Every endpoint declares what it needs (:mod:`medianest.api.auth`)."""
 
 from fastapi import APIRouter, Depends
 
-from medianest.api.v1 import catalog, services
-from medianest.api.v1.access import local_or_anonymous
+from medianest.api.auth import requires
+from medianest.api.v1 import admin_gateway, admin_keys, admin_users, auth, catalog, services
+from medianest.security.roles import CATALOG_READ, SERVICES_READ
 
-router = APIRouter(prefix="/api/v1", dependencies=[Depends(local_or_anonymous)])
-router.include_router(catalog.router)
-router.include_router(services.router)
+router = APIRouter(prefix="/api/v1")
+router.include_router(auth.router)
+router.include_router(catalog.router, dependencies=[Depends(requires(CATALOG_READ))])
+router.include_router(services.router, dependencies=[Depends(requires(SERVICES_READ))])
+router.include_router(admin_keys.router)
+router.include_router(admin_gateway.router)
+router.include_router(admin_users.router)
 
 __all__ = ["router"]

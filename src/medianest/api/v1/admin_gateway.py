@@ -1,4 +1,5 @@
-"""``/api/v1/admin/gateway``: the gateway's routes, instances, breakers and reload (admin)."""
+"""``/api/v1/admin/gateway``: the gateway's routes, instances, breakers and reload
+(scope ``gateway:admin``)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
-from medianest.api.v1.admin_keys import BearerChallengeRoute, require_admin
+from medianest.api.auth import requires
 from medianest.errors import NotFoundError, ServiceNotConfigured
 from medianest.gateway.proxy import Gateway
 from medianest.gateway.upstream import RouteRuntime
+from medianest.security.roles import GATEWAY_ADMIN
 
 router = APIRouter(
-    prefix="/admin/gateway",
-    tags=["admin"],
-    route_class=BearerChallengeRoute,
-    dependencies=[Depends(require_admin)],
+    prefix="/admin/gateway", tags=["admin"], dependencies=[Depends(requires(GATEWAY_ADMIN))]
 )
 
 

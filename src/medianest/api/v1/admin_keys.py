@@ -1,58 +1,24 @@
-"""``/admin/keys``: manage API keys over HTTP; callers need an API key with scope ``admin``.
+"""``/admin/keys``: manage API keys over HTTP (scope ``keys:admin``, which ``admin`` grants).
 
-The key is taken from ``Authorization: Bearer mn_...`` or ``X-Api-Key`` (never the query
-string). Failures follow RFC 6750 on top of the usual problem+json body: 401 with
-``WWW-Authenticate: Bearer realm="medianest"`` when no key was sent, the same plus
-``error="invalid_token"`` for a bad, expired or revoked key, and 403 with
-``error="insufficient_scope", scope="admin"`` for a valid key without the scope.
-
-:func:`api_key_with_scopes` and :class:`BearerChallengeRoute` are meant for any router that
-protects its routes with API keys. New keys are in the answer of create and rotate only,
-sent with ``Cache-Control: no-store``.
+Callers authenticate as for every ``/api/v1`` endpoint (:mod:`medianest.api.auth`): an admin
+signed in, or an API key with the scope. New keys are in the answer of create and rotate
+only, sent with ``Cache-Control: no-store``; a key's owner defaults to the caller (the user
+id of a person, the owner of a calling key).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi import Path as PathParam
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
-from medianest.api import problems
-from medianest.errors import AuthenticationError, AuthError, AuthorizationError, ConfigurationError
-from medianest.security import (
-    ADMIN_SCOPE,
-    ApiKeyInfo,
-    ApiKeyService,
-    extract_api_key,
-    require_scopes,
-    www_authenticate,
-)
-
-
-class BearerChallengeRoute(APIRoute):
-    """A route that answers auth errors (from itself or its dependencies) as problem+json
-    with the ``WWW-Authenticate`` challenge the error carries (``challenge`` in its extra)."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def guarded(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except AuthError as exc:
-                response = problems.error_response(request, exc)
-                challenge = exc.extra.get("challenge")
-                response.headers["WWW-Authenticate"] = (
-                    challenge if isinstance(challenge, str) else www_authenticate()
-                )
-                return response
-
-        return guarded
+from medianest.api.auth import requires
+from medianest.errors import ConfigurationError
+from medianest.security import ApiKeyInfo, ApiKeyService
+from medianest.security.roles import KEYS_ADMIN, Principal
 
 
 def api_keys(request: Request) -> ApiKeyService:
@@ -63,46 +29,11 @@ def api_keys(request: Request) -> ApiKeyService:
     return service
 
 
-def api_key_with_scopes(*needed: str) -> Callable[[Request], Awaitable[ApiKeyInfo]]:
-    """A dependency: the caller's verified API key, which must grant every scope in ``needed``.
+require_keys_admin = requires(KEYS_ADMIN)
 
-    It is also put on ``request.state.api_key`` for handlers and audit logs.
-    """
-
-    async def authenticate(request: Request) -> ApiKeyInfo:
-        presented = extract_api_key(request.headers)
-        if presented is None:
-            raise AuthenticationError(
-                "an API key is required (Authorization: Bearer mn_... or X-Api-Key)",
-                challenge=www_authenticate(),
-            )
-        try:
-            info = await api_keys(request).verify(presented)
-        except AuthenticationError as exc:
-            raise AuthenticationError(
-                exc.message, challenge=www_authenticate("invalid_token")
-            ) from None
-        try:
-            require_scopes(info.scopes, needed)
-        except AuthorizationError as exc:
-            challenge = www_authenticate("insufficient_scope", " ".join(needed))
-            raise AuthorizationError(exc.message, challenge=challenge) from None
-        request.state.api_key = info
-        return info
-
-    return authenticate
-
-
-require_admin = api_key_with_scopes(ADMIN_SCOPE)
-
-router = APIRouter(
-    prefix="/admin/keys",
-    tags=["admin"],
-    route_class=BearerChallengeRoute,
-    dependencies=[Depends(require_admin)],
-)
+router = APIRouter(prefix="/admin/keys", tags=["admin"], dependencies=[Depends(require_keys_admin)])
 Service = Annotated[ApiKeyService, Depends(api_keys)]
-Caller = Annotated[ApiKeyInfo, Depends(require_admin)]
+Caller = Annotated[Principal, Depends(require_keys_admin)]
 KeyId = Annotated[str, PathParam(max_length=100, description="Key id or `mn_<key id>`.")]
 
 
@@ -139,7 +70,7 @@ async def create_key(
     body: NewKey, service: Service, caller: Caller, response: Response
 ) -> IssuedKey:
     info, key = await service.create(
-        body.name, body.owner or caller.owner, body.scopes, expires_at=body.expires_at
+        body.name, body.owner or caller.owner or caller.id, body.scopes, expires_at=body.expires_at
     )
     _no_store(response)
     return IssuedKey(key=key, info=info)
