@@ -128,7 +128,9 @@ class Hub:
     async def _start_gateway(self) -> None:
         gw = self.settings.gateway
         await self._start_limiter()
-        self.gateway = Gateway(gw, api_keys=self.api_keys, limiter=self.limiter)
+        self.gateway = Gateway(
+            gw, api_keys=self.api_keys, identity=self.identity, limiter=self.limiter
+        )
         self._stack.push_async_callback(self.gateway.close)
         await self.gateway.start()
         if gw.routes_file and gw.watch_interval > 0:

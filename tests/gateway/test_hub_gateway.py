@@ -165,3 +165,25 @@ async def test_metrics_name_routes(hub: tuple[Hub, str, RunningServer, Path]) ->
     _, _, text = await fetch("GET", f"{url}/metrics")
     assert b'gateway_requests_total{method="GET",route="media",status="200"}' in text
     assert b"gateway_request_duration_seconds_bucket" in text
+
+
+async def test_hub_access_tokens_pass_by_role(hub: tuple[Hub, str, RunningServer, Path]) -> None:
+    running, url, _, _ = hub
+    assert running.identity is not None
+    users = running.identity.users
+    tokens = {}
+    for name, role in (("ada", "admin"), ("bo", "user")):
+        person = await users.create_local(
+            name, "long-password-99", role=role, must_change_password=False
+        )
+        opened = await running.identity.open_session(person, "bearer", user_agent=None, ip=None)
+        tokens[role] = {"Authorization": f"Bearer {opened.access_token}"}
+    status, _, _ = await fetch("GET", f"{url}/media/echo", headers=tokens["admin"])
+    assert status == 200
+    status, headers, _ = await fetch("GET", f"{url}/media/echo", headers=tokens["user"])
+    assert status == 403
+    assert 'scope="media:read"' in headers["www-authenticate"]
+    forged = {"Authorization": "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."}
+    status, headers, _ = await fetch("GET", f"{url}/media/echo", headers=forged)
+    assert status == 401
+    assert 'error="invalid_token"' in headers["www-authenticate"]

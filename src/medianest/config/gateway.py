@@ -202,7 +202,9 @@ class Transforms(Model):
 class Auth(Model):
     """Who may use a route: ``required = false`` lets anyone through."""
 
-    required: bool = Field(True, description="Whether an API key is needed.")
+    required: bool = Field(
+        True, description="Whether a credential (API key or hub access token) is needed."
+    )
     scopes: tuple[str, ...] = Field((), description="Scopes the API key or user must all hold.")
 
 

@@ -34,6 +34,7 @@ from medianest.gateway.table import RouteMatch, encode_path
 from medianest.gateway.upstream import Attempted, RouteRuntime
 from medianest.gateway.websocket import proxy_websocket
 from medianest.security.apikeys import extract_api_key, require_scopes, www_authenticate
+from medianest.security.roles import Principal
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _CHUNK = 65536
@@ -57,7 +58,7 @@ class Exchange:
         self.scope = scope
         self.request_id = request_id
         self.extra_headers: list[tuple[str, str]] = [("x-request-id", request_id)]
-        self.identity: Any = None
+        self.identity: Principal | None = None
         self.responded = False
         self.started = time.perf_counter()
 
@@ -90,16 +91,28 @@ class Exchange:
 
 async def authenticate(
     gateway: Any, route_scopes: tuple[str, ...], headers: Mapping[str, str]
-) -> Any:
-    """The API key's info, or raise Authentication/AuthorizationError."""
+) -> Principal:
+    """The caller: an API key (``mn_...``) or, when the hub has sign-in, a hub access token
+    (``Authorization: Bearer <JWT>``); raise Authentication/AuthorizationError."""
     presented = extract_api_key(headers)
-    if presented is None:
-        raise errors.AuthenticationError("an API key is required for this route")
-    if gateway.api_keys is None:
-        raise errors.AuthenticationError("API keys are not available on this hub")
-    info = await gateway.api_keys.verify(presented)
-    require_scopes(info.scopes, route_scopes)
-    return info
+    identity = getattr(gateway, "identity", None)
+    if presented is not None:
+        if gateway.api_keys is None:
+            raise errors.AuthenticationError("API keys are not available on this hub")
+        info = await gateway.api_keys.verify(presented)
+        principal = Principal.for_api_key(info.key_id, info.name, info.scopes, info.owner)
+    else:
+        token = _bearer(headers)
+        if token is None or identity is None:
+            raise errors.AuthenticationError("an API key or access token is required")
+        principal, _ = await identity.from_access_token(token)
+    require_scopes(principal.scopes, route_scopes)
+    return principal
+
+
+def _bearer(headers: Mapping[str, str]) -> str | None:
+    scheme, _, token = headers.get("authorization", "").strip().partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 async def handle_http(
@@ -144,7 +157,7 @@ async def handle_http(
                 headers=[("www-authenticate", www_authenticate("insufficient_scope", needed))],
             )
         except errors.AuthenticationError as exc:
-            error = "invalid_token" if extract_api_key(headers) else None
+            error = "invalid_token" if extract_api_key(headers) or _bearer(headers) else None
             return await ex.problem(
                 send,
                 401,
@@ -156,8 +169,8 @@ async def handle_http(
     peer = scope.get("client")
     ip = client_ip(peer[0] if peer else None, headers, settings.trusted_proxies)
     if route.rate_limits and gateway.limiter is not None:
-        key_id = getattr(ex.identity, "key_id", None)
-        owner = getattr(ex.identity, "owner", None)
+        key_id = ex.identity.key_id if ex.identity is not None else None
+        owner = ex.identity.owner if ex.identity is not None else None
         decision = await gateway.limiter.check(
             route.name, route.rate_limits, RateIdentity(key_id, owner, ip)
         )

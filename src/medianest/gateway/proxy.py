@@ -61,12 +61,14 @@ class Gateway:
         settings: GatewaySettings,
         *,
         api_keys: Any = None,
+        identity: Any = None,
         limiter: Any = None,
         clock: Clock = SYSTEM_CLOCK,
         registry: Any = None,
     ) -> None:
         self.settings = settings
         self.api_keys = api_keys
+        self.identity = identity
         self.limiter = limiter
         self.clock = clock
         self.registry = registry
