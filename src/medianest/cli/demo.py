@@ -60,7 +60,11 @@ async def run_demo(settings_loader: Any, *, seed: int = 1, size: int = 500) -> N
     sockets = {name: _bound_socket("127.0.0.1") for name in DEMO_SIMULATORS}
     ports = {name: sock.getsockname()[1] for name, sock in sockets.items()}
     options = SimulatorOptions(seed=seed, size=size, plex_url=f"http://127.0.0.1:{ports['plex']}")
-    settings: Settings = settings_loader({"upstreams": demo_upstreams(ports, options)})
+    # Guests may browse the simulated catalogue; signing in (Plex PIN, which the simulated
+    # plex.tv approves on the third poll) gives the rest.
+    settings: Settings = settings_loader(
+        {"upstreams": demo_upstreams(ports, options), "allow_anonymous": True}
+    )
     simulators = []
     for name, sock in sockets.items():
         config = uvicorn.Config(
