@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     ForeignKey,
+    Integer,
     MetaData,
     String,
     Table,
@@ -120,3 +123,35 @@ signing_keys = Table(
 )
 """Keys signing the hub's access tokens (:mod:`medianest.security.tokens`); the private key
 is vault ciphertext."""
+
+service_instances = Table(
+    "service_instances",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("name", String(63), nullable=False, index=True),
+    Column("definition", JSON, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("registered_at", DateTime(timezone=True), nullable=False),
+    Column("renewed_at", DateTime(timezone=True), nullable=False),
+    Column("ttl", Float, nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=True, index=True),
+    Column("revision", Integer, nullable=False),
+    CheckConstraint("state IN ('unknown', 'healthy', 'unhealthy')", name="state"),
+)
+"""The service registry (:mod:`medianest.discovery.backends.sql`): one row per live instance,
+its definition as JSON; rows past ``expires_at`` are dead and purged by the next writer."""
+
+service_changes = Table(
+    "service_changes",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("instance_id", String(128), nullable=False),
+    Column("name", String(63), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("registration", JSON, nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False, index=True),
+    sqlite_autoincrement=True,
+)
+"""The registry's change log, written in the transaction of each change; watchers in every
+process poll it by ``seq`` (never reused, in commit order)."""

@@ -11,6 +11,7 @@ from medianest.discovery.base import (
     Registration,
     ServiceInstance,
     ServiceRegistry,
+    parse_instance,
 )
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "ServiceInstance",
     "ServiceRegistry",
     "create_registry",
+    "parse_instance",
 ]
 
 

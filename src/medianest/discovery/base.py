@@ -14,19 +14,30 @@ as ``>=1.2,<2``, tags and metadata that must match, healthy only by default).
 Contract every backend keeps (checked by ``tests/contracts/test_discovery.py``):
 
 * ``register`` replaces a registration with the same id **atomically**: a reader sees the
-  old definition or the new one, never a mix and never none;
+  old definition or the new one, never a mix and never none. The replacement keeps
+  ``registered_at`` and the health verdict while the endpoints and health check URL stay
+  the same (otherwise it starts again in ``unknown``) -- see :func:`successor`;
+* ``ttl`` must be a positive number of seconds (or None for no expiry), else
+  :class:`~medianest.errors.ValidationError` naming ``ttl``;
 * a registration with a ``ttl`` disappears when it is not renewed by :meth:`heartbeat`
   within ``ttl`` seconds (a process killed with SIGKILL vanishes on its own);
 * ``deregister`` of an unknown id returns ``False``, never raises;
 * a new registration starts in :attr:`HealthState.UNKNOWN`, which ``discover`` counts as
   usable (an instance without a health check is assumed up until something says otherwise)
   while ``healthy_only`` drops :attr:`HealthState.UNHEALTHY` ones;
+* ``set_health`` records a ``health`` change only when the state or the reason differ from
+  what is stored (repeating a verdict is not news);
 * ``watch(name)`` yields a :class:`Change` for every registration, update, health change and
-  removal of that service (all services when ``name`` is None) that happens after the
-  iterator started, in the order the backend saw them;
+  removal of that service (all services when ``name`` is None) made after ``watch()``
+  returned, in the order the backend saw them. The subscription is taken when ``watch()`` is
+  called, not at the first ``anext``. Re-registering an id under another service name is
+  seen as ``deregistered`` (old name) then ``registered`` (new name). A watcher that falls
+  too far behind gets :class:`~medianest.errors.BackendError` rather than a silent gap; the
+  iterator ends when the registry is closed;
 * read-only backends (``static://``, ``dns+srv://``) raise
-  :class:`~medianest.errors.ConfigurationError` from the write methods and say so in
-  :attr:`ServiceRegistry.read_only`;
+  :class:`~medianest.errors.ConfigurationError` from ``register``, ``heartbeat`` and
+  ``deregister`` and say so in :attr:`ServiceRegistry.read_only`; their ``set_health`` keeps
+  verdicts in memory (health checks of configured instances are still worth having);
 * driver failures become :class:`~medianest.errors.BackendError` /
   :class:`~medianest.errors.BackendUnavailable`, translated in one place per backend.
 """
@@ -39,11 +50,12 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import ValidationError as PydanticValidationError
 
 from medianest.backends import BackendBase, BackendEntry, BackendTable
 
@@ -172,6 +184,67 @@ class Criteria:
         return all(instance.metadata.get(k) == v for k, v in self.metadata.items())
 
 
+def successor(
+    previous: Registration | None, instance: ServiceInstance, now: datetime, ttl: float | None
+) -> Registration:
+    """The registration that ``register(instance, ttl=ttl)`` stores at ``now``.
+
+    A first registration (or one under another service name) starts ``unknown``; a
+    replacement keeps ``registered_at``, and keeps the health verdict while the instance is
+    still reached the same way (same endpoints and health check URL).
+    """
+    if previous is None or previous.instance.name != instance.name:
+        return Registration(instance=instance, registered_at=now, renewed_at=now, ttl=ttl)
+    old = previous.instance
+    same_target = (old.endpoints, old.health_check_url) == (
+        instance.endpoints,
+        instance.health_check_url,
+    )
+    return Registration(
+        instance=instance,
+        state=previous.state if same_target else HealthState.UNKNOWN,
+        reason=previous.reason if same_target else "",
+        registered_at=previous.registered_at,
+        renewed_at=now,
+        ttl=ttl,
+    )
+
+
+def check_ttl(ttl: float | None) -> float | None:
+    """``ttl`` when it is None or a positive finite number of seconds, else ValidationError."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < float("inf"):
+        from medianest.errors import ValidationError
+
+        raise ValidationError(
+            f"ttl must be a positive number of seconds, not {ttl!r}",
+            errors={"ttl": "must be a positive number of seconds"},
+        )
+    return float(ttl)
+
+
+def parse_instance(data: Mapping[str, Any]) -> ServiceInstance:
+    """Validate a definition from outside (API body, configuration) into a ServiceInstance.
+
+    Raises :class:`~medianest.errors.ValidationError` whose ``errors`` map each offending
+    field (``endpoints.0``, ``version``...) to the reason, all of them at once.
+    """
+    from medianest.errors import ValidationError
+
+    try:
+        return ServiceInstance.model_validate(data)
+    except PydanticValidationError as exc:
+        errors = {
+            ".".join(str(part) for part in err["loc"]) or "instance": err["msg"]
+            for err in exc.errors()
+        }
+        fields = ", ".join(errors)
+        raise ValidationError(
+            f"invalid service instance definition ({fields})", errors=errors
+        ) from exc
+
+
 ChangeKind = Literal["registered", "updated", "health", "deregistered", "expired"]
 
 
@@ -234,6 +307,10 @@ REGISTRIES: BackendTable[ServiceRegistry] = BackendTable(
         "sqlite": "medianest.discovery.backends.sql:SqlRegistry",
         "sqlite+aiosqlite": "medianest.discovery.backends.sql:SqlRegistry",
         "postgresql": BackendEntry("medianest.discovery.backends.sql:SqlRegistry", "postgres"),
+        "postgresql+asyncpg": BackendEntry(
+            "medianest.discovery.backends.sql:SqlRegistry", "postgres"
+        ),
+        "postgres": BackendEntry("medianest.discovery.backends.sql:SqlRegistry", "postgres"),
         "etcd": "medianest.discovery.backends.etcd:EtcdRegistry",
         "dns+srv": "medianest.discovery.backends.dns:DnsSrvRegistry",
         "static": "medianest.discovery.backends.static:StaticRegistry",
