@@ -1,0 +1,1 @@
+"""Broker backends, one module per technology."""
