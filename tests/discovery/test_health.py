@@ -18,9 +18,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from medianest.config.discovery import DiscoverySettings
 from medianest.discovery import Change, Criteria, HealthState, ServiceInstance
 from medianest.discovery.backends.memory import MemoryRegistry
-from medianest.discovery.config import DiscoverySettings
 from medianest.discovery.health import HealthChecker
 from medianest.errors import BackendUnavailable, ConfigurationError
 from medianest.resilience.clock import FakeClock

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError as ModelError
 
+from medianest.config.discovery import DiscoverySettings
 from medianest.discovery import Criteria, HealthState, ServiceInstance, create_registry
 from medianest.discovery.backends.memory import MemoryRegistry
 from medianest.discovery.backends.static import StaticRegistry
-from medianest.discovery.config import DiscoverySettings
 from medianest.errors import BackendError, ConfigurationError
 from tests.support.registries import FakeWallClock
 

@@ -16,9 +16,9 @@ Adding a backend is adding a row::
 
     @contextlib.asynccontextmanager
     async def _etcd(tmp_path, seed, clock):
-        async with etcd_server(tmp_path) as url, create_registry(url) as registry:
-            await register_all(registry, seed)
-            yield registry
+        async with etcd_server(tmp_path) as etcd, create_registry(etcd.registry_url()) as r:
+            await register_all(r, seed)
+            yield r
 
     ROWS["etcd"] = RegistryRow(_etcd, "rw", fake_time=False)
 """
@@ -125,10 +125,29 @@ async def _static(
         yield registry
 
 
+@contextlib.asynccontextmanager
+async def _etcd(
+    tmp_path: Path, seed: Sequence[ServiceInstance], clock: FakeWallClock
+) -> AsyncIterator[ServiceRegistry]:
+    from medianest.discovery import create_registry
+    from tests.support.etcd import etcd_server
+
+    async with (
+        etcd_server(tmp_path) as etcd,
+        create_registry(etcd.registry_url("/conformance")) as registry,
+    ):
+        await register_all(registry, seed)
+        yield registry
+
+
 ROWS: dict[str, RegistryRow] = {
     "memory": RegistryRow(_memory, "rw"),
+    "etcd": RegistryRow(_etcd, "rw", fake_time=False),
     "sql-sqlite": RegistryRow(_sql_sqlite, "rw"),
     "sql-postgresql": RegistryRow(_sql_postgresql, "rw"),
     "static": RegistryRow(_static, "ro"),
 }
-"""Backend name → row; the conformance suite is parametrized over these names."""
+"""Backend name → row; the conformance suite is parametrized over these names.
+
+``dns+srv://`` has no row: SRV and A/AAAA records cannot carry the seed's versions, tags,
+metadata and health URLs, so it is covered by ``tests/discovery/test_dns_registry.py``."""

@@ -30,6 +30,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from medianest.config.discovery import DiscoverySettings
 from medianest.config.gateway import GatewaySettings
 from medianest.config.identity import IdentitySettings
 from medianest.config.oidc import OidcSettings
@@ -226,6 +227,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
     oidc: OidcSettings | None = Field(
         None, description="Single sign-on with an OpenID provider: `[oidc]`, off when absent."
     )

@@ -44,29 +44,20 @@ Contract every backend keeps (checked by ``tests/contracts/test_discovery.py``):
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from packaging.version import Version
+from pydantic import BaseModel, ConfigDict
 from pydantic import ValidationError as PydanticValidationError
 
 from medianest.backends import BackendBase, BackendEntry, BackendTable
-
-_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
-_NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
-_TAG = r"^[A-Za-z0-9][A-Za-z0-9._:/=-]{0,63}$"
-_URL = re.compile(r"^(https?|wss?|tcp)://[^\s/?#]+(/[^\s]*)?$")
-
-InstanceId = Annotated[str, StringConstraints(pattern=_ID)]
-ServiceName = Annotated[str, StringConstraints(pattern=_NAME)]
-Tag = Annotated[str, StringConstraints(pattern=_TAG)]
+from medianest.config.discovery import InstanceId, ServiceInstance, ServiceName, Tag
 
 
 class HealthState(StrEnum):
@@ -75,56 +66,6 @@ class HealthState(StrEnum):
     UNKNOWN = "unknown"
     HEALTHY = "healthy"
     UNHEALTHY = "unhealthy"
-
-
-class ServiceInstance(BaseModel):
-    """One running copy of a service (the seed's ServiceDefinition)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    id: InstanceId = Field(description="Unique instance id; registering it again replaces it.")
-    name: ServiceName = Field(description="Service name, a DNS label: `plex`, `overseerr`.")
-    version: str = Field("0", description="PEP 440 / semantic version, e.g. `1.32.5`.")
-    endpoints: tuple[str, ...] = Field(
-        min_length=1, description="Base URLs of the instance (http, https, ws, wss or tcp)."
-    )
-    health_check_url: str | None = Field(
-        None, description="URL answering 2xx while the instance is healthy."
-    )
-    tags: tuple[Tag, ...] = Field((), description="Free tags to select instances by.")
-    metadata: dict[str, str] = Field(default_factory=dict, description="String key/values.")
-    weight: int = Field(1, ge=1, le=1000, description="Relative share of traffic.")
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, value: str) -> str:
-        try:
-            Version(value)
-        except InvalidVersion as exc:
-            raise ValueError(f"not a version: {value!r} (e.g. 1.2.3)") from exc
-        return value
-
-    @field_validator("endpoints")
-    @classmethod
-    def _endpoints(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [url for url in value if not _URL.match(url)]
-        if bad:
-            raise ValueError(f"not an http(s)/ws(s)/tcp URL: {', '.join(map(repr, bad))}")
-        return value
-
-    @field_validator("health_check_url")
-    @classmethod
-    def _health_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("the health check URL must be http:// or https://")
-        return value
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata(cls, value: dict[str, str]) -> dict[str, str]:
-        if len(value) > 64 or any(len(k) > 128 or len(v) > 1024 for k, v in value.items()):
-            raise ValueError("at most 64 entries, keys up to 128 and values up to 1024 chars")
-        return value
 
 
 class Registration(BaseModel):
@@ -316,3 +257,20 @@ REGISTRIES: BackendTable[ServiceRegistry] = BackendTable(
         "static": "medianest.discovery.backends.static:StaticRegistry",
     },
 )
+
+__all__ = [
+    "REGISTRIES",
+    "Change",
+    "ChangeKind",
+    "Criteria",
+    "HealthState",
+    "InstanceId",
+    "Registration",
+    "ServiceInstance",
+    "ServiceName",
+    "ServiceRegistry",
+    "Tag",
+    "check_ttl",
+    "parse_instance",
+    "successor",
+]

@@ -44,7 +44,7 @@ from medianest.observability.logging import get_logger
 from medianest.resilience.clock import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
-    from medianest.discovery.config import DiscoverySettings
+    from medianest.config.discovery import DiscoverySettings
 
 Hook = Callable[[Change], Awaitable[None] | None]
 _log = get_logger("medianest.discovery.health")
