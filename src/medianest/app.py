@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
+import re
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -30,6 +33,10 @@ from medianest.backends import mask_url, url_scheme
 from medianest.config import Settings, UpstreamSettings
 from medianest.database import Database
 from medianest.database import migrations_runner as migrations
+from medianest.discovery import ServiceInstance, ServiceRegistry, create_registry
+from medianest.discovery.health import HealthChecker
+from medianest.discovery.membership import Membership
+from medianest.gateway.discovered import DiscoveredTargets
 from medianest.gateway.proxy import Gateway, GatewayMiddleware
 from medianest.gateway.ratelimit import RateLimiter
 from medianest.integrations.registry import Integrations
@@ -64,6 +71,10 @@ class Hub:
         self.auth_limiter: RateLimiter | None = None
         self.identity: Identity | None = None
         self.secret = b""
+        self.registry: ServiceRegistry | None = None
+        self.health_checker: HealthChecker | None = None
+        self.discovered: DiscoveredTargets | None = None
+        self._reports: set[asyncio.Task[None]] = set()
         self._stack = contextlib.AsyncExitStack()
         self.started_at: float | None = None
 
@@ -84,8 +95,10 @@ class Hub:
             self._stack.push_async_callback(self.api_keys.drain)
             await self.cache.start()
             self._stack.push_async_callback(self.cache.close)
-            if migrate or await self._migrated():
+            migrated = migrate or await self._migrated()
+            if migrated:
                 await self._start_identity()
+                await self._start_registry()
             if "gateway" in self.settings.server.roles:
                 await self._start_gateway()
             self.integrations = Integrations.from_settings(
@@ -99,10 +112,59 @@ class Hub:
                 deadline=self.settings.search.deadline,
                 stale_ttl=self.settings.search.stale_ttl,
             )
+            if self.registry is not None:
+                await self._start_discovery_work()
         except BaseException:
             await self.close()
             raise
         self.started_at = time.monotonic()
+
+    async def _start_registry(self) -> None:
+        found = self.settings.discovery
+        url = found.url or self.settings.database_url
+        options: dict[str, Any] = {}
+        if url_scheme(url).startswith(("sqlite", "postgres")):
+            same = not found.url or url == self.settings.database_url
+            options = {"database": self.database if same else None}
+            options["poll_interval"] = found.poll_interval
+        elif url_scheme(url) == "static":
+            options = {"instances": found.instances}
+        self.registry = create_registry(url, **options)
+        await self.registry.start()
+        self._stack.push_async_callback(self.registry.close)
+
+    async def _start_discovery_work(self) -> None:
+        """Health checks (workers), service-name routes (gateway), self-registration."""
+        registry, found = self.registry, self.settings.discovery
+        assert registry is not None
+        if "workers" in self.settings.server.roles:
+            self.health_checker = HealthChecker.from_settings(registry, found)
+            await self.health_checker.start()
+            self._stack.push_async_callback(self.health_checker.close)
+        if self.gateway is not None:
+            self.discovered = DiscoveredTargets(self.gateway, registry)
+            self.discovered.reporter = self._report_outcome
+            await self.discovered.start()
+            self._stack.push_async_callback(self.discovered.close)
+        if not registry.read_only:
+            membership = Membership(
+                registry,
+                hub_instances(self.settings),
+                ttl=found.instance_ttl,
+                interval=found.heartbeat_interval,
+            )
+            await membership.start()
+            self._stack.push_async_callback(membership.close)
+
+    def _report_outcome(self, instance_id: str, ok: bool, reason: str) -> None:
+        """A proxied request's outcome, as a passive health report (in the background)."""
+        if self.health_checker is None or len(self._reports) > 1000:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self.health_checker.report(instance_id, ok, reason)
+        )
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
 
     async def _migrated(self) -> bool:
         """Whether the schema is current (sign-in needs its tables); False when unknown."""
@@ -161,6 +223,8 @@ class Hub:
         ]
         if url_scheme(self.settings.search.cache_url) != "memory":
             checks.append(ReadinessCheck("search_cache", self._check_cache))
+        if self.registry is not None:
+            checks.append(ReadinessCheck("discovery", self._check_registry))
         if (
             self.limiter is not None
             and url_scheme(self.settings.gateway.rate_limit_storage) != "memory"
@@ -179,6 +243,11 @@ class Hub:
     async def _check_database(self) -> str:
         await self.database.ping()
         return f"{self.database.dialect} at {mask_url(self.database.url)}"
+
+    async def _check_registry(self) -> str:
+        assert self.registry is not None
+        await self.registry.ping()
+        return repr(self.registry)
 
     async def _check_cache(self) -> str:
         await self.cache.ping()
@@ -213,6 +282,45 @@ def build_identity(
         redirect = settings.oidc.redirect_uri or f"{base}/api/v1/auth/oidc/callback"
         oidc = OidcClient(settings.oidc, secret=secret, redirect_uri=redirect)
     return Identity(users, sessions, tokens, api_keys, oidc=oidc)
+
+
+_HEALTH_PATHS = {"plex": "/identity", "overseerr": "/api/v1/status", "jellyseerr": "/api/v1/status"}
+
+
+def hub_instances(settings: Settings) -> list[ServiceInstance]:
+    """What this process registers: one instance per role it runs, and each configured
+    upstream (as the instance its URL names, health-checked where the kind has a cheap
+    unauthenticated endpoint)."""
+    node = re.sub(r"[^A-Za-z0-9._:-]", "-", f"{socket.gethostname()}-{os.getpid()}")[:100]
+    base = settings.server.base_url
+    meta = {"host": socket.gethostname(), "pid": str(os.getpid())}
+    found = [
+        ServiceInstance(
+            id=f"{node}-{role}",
+            name=f"medianest-{role}",
+            version=__version__,
+            endpoints=(base,),
+            health_check_url=f"{base}/health",
+            tags=("medianest", role),
+            metadata=meta,
+        )
+        for role in settings.server.roles
+    ]
+    for name, upstream in settings.upstreams.items():
+        if not upstream.enabled or not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", name):
+            continue
+        url = str(upstream.url).rstrip("/")
+        path = _HEALTH_PATHS.get(settings.upstream_kind(name))
+        found.append(
+            ServiceInstance(
+                id=f"upstream-{name}",
+                name=name,
+                endpoints=(url,),
+                health_check_url=f"{url}{path}" if path else None,
+                tags=("upstream", settings.upstream_kind(name)),
+            )
+        )
+    return found
 
 
 def search_sources(integrations: Integrations) -> list[Source]:
@@ -315,6 +423,7 @@ def create_app(
         app.state.auth_limiter = hub.auth_limiter
         app.state.server_secret = hub.secret
         app.state.gateway = hub.gateway
+        app.state.registry = hub.registry
         app.state.allow_anonymous = settings.allow_anonymous
         # Start-up objects live as long as the process: keep them out of every later
         # collection (a full one over them paused request handling ~90 ms under load).

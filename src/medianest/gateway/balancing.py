@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from random import Random
@@ -109,6 +109,7 @@ class InstancePool:
         self._endpoints: list[Endpoint] = []
         self._cursor = 0
         self._current: dict[str, int] = {}
+        self.listener: Callable[[str, bool, str], None] | None = None
         self.update(instances)
 
     @property
@@ -240,12 +241,17 @@ class InstancePool:
     def record_success(self, endpoint: Endpoint) -> None:
         """The instance answered (below 500): its run of failures is over."""
         self.outlier.success(endpoint)
+        if self.listener is not None:
+            self.listener(endpoint.url, True, "")
 
     def record_failure(self, endpoint: Endpoint, kind: FailureKind) -> bool:
         """The instance failed (``5xx``, ``gateway`` 502/503/504, ``connect``, ``timeout``).
 
-        Returns True when this failure ejected it.
+        Returns True when this failure ejected it. ``listener`` (set for routes fed by the
+        service registry) hears every outcome, so passive results reach the health checks.
         """
+        if self.listener is not None:
+            self.listener(endpoint.url, False, f"gateway saw {kind}")
         return self.outlier.failure(endpoint, kind, self._endpoints)
 
     def snapshot(self) -> list[dict[str, object]]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -76,6 +77,7 @@ class Gateway:
         self.runtimes: dict[str, RouteRuntime] = {}
         self.cache = ResponseCache(clock=clock)
         self.metrics = GatewayMetrics()
+        self.reload_listeners: list[Callable[[], None]] = []
         self._session: aiohttp.ClientSession | None = None
         self._forwarder: Forwarder | None = None
 
@@ -121,6 +123,8 @@ class Gateway:
             else:
                 runtimes[route.name] = old.updated(route)
         self.table, self.runtimes = new, runtimes
+        for listener in self.reload_listeners:
+            listener()
         if not diff.empty:
             _log.info(
                 "gateway routes loaded",

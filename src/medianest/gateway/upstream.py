@@ -27,7 +27,7 @@ import aiohttp
 from yarl import URL
 
 from medianest import errors
-from medianest.config.gateway import Route
+from medianest.config.gateway import Instance, Route
 from medianest.gateway.asgi_io import RequestBody
 from medianest.gateway.balancing import Endpoint, InstancePool, NoHealthyInstance
 from medianest.resilience import Policy
@@ -73,8 +73,15 @@ class RouteRuntime:
         """This runtime for a changed definition of the same route, keeping instance state."""
         fresh = RouteRuntime.build(route)
         target = route.target
+        if target.service is None:
+            instances = list(target.instances)
+        else:  # the registry decides the instances (see gateway.discovered)
+            instances = [
+                Instance.model_validate({"url": e.url, "weight": e.weight})
+                for e in self.pool.endpoints
+            ]
         self.pool.update(
-            target.instances, balance=target.balance, outlier=target.outlier, hash_on=target.hash_on
+            instances, balance=target.balance, outlier=target.outlier, hash_on=target.hash_on
         )
         keep_policy = route.policy == self.route.policy
         return RouteRuntime(
