@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the servers the tests use are installed and running on 127.0.0.1:
 # PostgreSQL 5432, Redis 6379, RabbitMQ 5672, NATS JetStream 4222. Starts what is down and
-# installs (Debian packages, as root) what is missing. etcd and nginx are started by the
+# installs (Debian packages, as root) what is missing. etcd, nginx and dnsmasq are started by the
 # tests themselves; they are only installed here. Prints one line per server.
 set -u
 
@@ -44,7 +44,7 @@ ensure redis 6379 redis-server "redis-server" \
 ensure rabbitmq 5672 rabbitmq-server "rabbitmq-server" 'rabbitmq-server -detached' || status=1
 ensure nats 4222 nats-server "nats-server" \
   'mkdir -p /var/lib/nats-server; start-stop-daemon --start --oknodo --background --exec "$(command -v nats-server)" -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server' || status=1
-for tool in etcd:etcd-server nginx:nginx; do
+for tool in etcd:etcd-server nginx:nginx dnsmasq:dnsmasq-base node:nodejs npm:npm; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || apt_install "${tool#*:}" || echo "services: could not install ${tool#*:}"
 done
 # A service that is still down makes the tests that need it fail (CI) or skip (locally);
