@@ -88,7 +88,7 @@ def version() -> None:
 
 
 def _register() -> None:
-    from medianest.cli import admin, demo, doctor, gateway, keys, migrate, serve
+    from medianest.cli import admin, demo, doctor, gateway, keys, migrate, serve, services
 
     app.command("serve")(serve.serve)
     app.command("demo")(demo.demo)
@@ -98,6 +98,7 @@ def _register() -> None:
     app.command("doctor")(doctor.doctor)
     app.add_typer(keys.app, name="keys")
     app.add_typer(admin.app, name="admin")
+    app.add_typer(services.app, name="services")
 
 
 _register()

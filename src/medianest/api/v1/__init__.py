@@ -3,7 +3,15 @@
 from fastapi import APIRouter, Depends
 
 from medianest.api.auth import requires
-from medianest.api.v1 import admin_gateway, admin_keys, admin_users, auth, catalog, services
+from medianest.api.v1 import (
+    admin_gateway,
+    admin_keys,
+    admin_services,
+    admin_users,
+    auth,
+    catalog,
+    services,
+)
 from medianest.security.roles import CATALOG_READ, SERVICES_READ
 
 router = APIRouter(prefix="/api/v1")
@@ -13,5 +21,6 @@ router.include_router(services.router, dependencies=[Depends(requires(SERVICES_R
 router.include_router(admin_keys.router)
 router.include_router(admin_gateway.router)
 router.include_router(admin_users.router)
+router.include_router(admin_services.router)
 
 __all__ = ["router"]
