@@ -70,9 +70,7 @@ def create(
     settings = settings_from(config)
     password = _password(password_stdin)
     try:
-        Passwords(min_length=settings.identity.password_min_length).check_policy(
-            password, username
-        )
+        Passwords(min_length=settings.identity.password_min_length).check_policy(password, username)
     except ValidationError as exc:
         fail(exc.message, 2)
 

@@ -17,6 +17,11 @@ exactly one word, ``#`` (last position only) matches zero or more words — the 
 syntax, which NATS (``*`` / ``>``) and the others are mapped onto. :func:`topic_matches` is
 the reference.
 
+A **consumer group** is a named queue: it exists from the first ``subscribe`` with that group
+on, and from then on receives every message published to a topic matching one of its
+patterns, whether or not a consumer is running (like a durable RabbitMQ queue). Members of a
+group are expected to subscribe with the same pattern.
+
 **Contract** (fixed by ``tests/contracts/test_messaging.py`` over every backend):
 
 * **at-least-once**: a published message whose ``publish`` returned is delivered to every
@@ -32,7 +37,12 @@ the reference.
   delivery to that group, attempt 1) and purged;
 * **shutdown**: ``close`` stops taking new messages, lets running handlers finish (within
   ``drain_timeout``), and never acks a message whose handler did not finish;
-* **ordering**: per ``key`` where the backend documents it (:attr:`Broker.ordered_keys`);
+* **ordering**: per ``key`` where the backend documents it (:attr:`Broker.ordered_keys`):
+  a group then hands a key's messages to its handlers one at a time, in publication order,
+  a retried message holding back the later ones of its key;
+* **crashes**: a handler that never finishes (its task cancelled, its process killed) does not
+  ack; the message comes back to the group, and every delivery counts as an attempt, so a
+  message that keeps killing its consumers is dead-lettered after ``max_attempts`` too;
 * driver failures become :class:`~medianest.errors.BackendError` /
   :class:`~medianest.errors.BackendUnavailable`, translated in one place per backend.
 """
@@ -51,7 +61,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from medianest.backends import BackendBase, BackendEntry, BackendTable
-from medianest.errors import ValidationError
+from medianest.errors import NotFoundError, ValidationError
 
 WIRE_VERSION = 1
 _WORD = r"[a-z0-9_-]+"
@@ -153,7 +163,9 @@ class Message:
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> Message:
         """Parse an envelope; ValidationError for a version or shape this hub cannot read."""
-        if not isinstance(data, Mapping) or data.get("v") != WIRE_VERSION:
+        if not isinstance(data, Mapping):
+            raise ValidationError("malformed message envelope: not a JSON object")
+        if data.get("v") != WIRE_VERSION:
             raise ValidationError(f"unsupported message envelope version {data.get('v')!r}")
         try:
             stamp = datetime.fromisoformat(str(data["timestamp"]).replace("Z", "+00:00"))
@@ -181,6 +193,14 @@ class RetryPolicy:
     initial: float = 0.5
     multiplier: float = 2.0
     maximum: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or self.initial < 0 or self.multiplier < 1 or self.maximum < 0:
+            raise ValidationError(
+                "invalid retry policy: max_attempts >= 1, initial >= 0, multiplier >= 1, "
+                "maximum >= 0",
+                errors={"retry": "invalid"},
+            )
 
     def delay(self, attempt: int) -> float:
         return float(min(self.maximum, self.initial * self.multiplier ** max(0, attempt - 1)))
@@ -235,9 +255,20 @@ class Broker(BackendBase, ABC):
     ) -> list[DeadLetter]:
         """Dead letters, oldest first, optionally of one topic and/or group."""
 
+    async def dead_letter(self, dead_letter_id: str) -> DeadLetter:
+        """One dead letter; :class:`~medianest.errors.NotFoundError` when there is none.
+
+        This default scans :meth:`dead_letters`; backends with an index override it."""
+        for letter in await self.dead_letters(limit=1_000_000):
+            if letter.id == dead_letter_id:
+                return letter
+        raise NotFoundError(f"no dead letter {dead_letter_id!r}")
+
     @abstractmethod
     async def replay(self, dead_letter_id: str) -> Message:
-        """Deliver a dead letter to its group again (attempt 1) and remove it; the message."""
+        """Deliver a dead letter to its group again (attempt 1) and remove it; the message.
+
+        :class:`~medianest.errors.NotFoundError` when there is no such dead letter."""
 
     @abstractmethod
     async def purge(self, topic: str | None = None, group: str | None = None) -> int:
@@ -245,6 +276,12 @@ class Broker(BackendBase, ABC):
 
     async def ping(self) -> None:
         """Raise :class:`~medianest.errors.BackendUnavailable` when the broker is down."""
+        return None
+
+    def lag(self) -> Mapping[str, int] | None:
+        """Messages not yet acked per group (waiting, delayed or being handled), as last
+        seen without blocking; ``None`` when the backend does not expose it. Read by the
+        ``medianest_messaging_lag`` gauge at scrape time."""
         return None
 
 
