@@ -36,6 +36,7 @@ from medianest.database import migrations_runner as migrations
 from medianest.discovery import ServiceInstance, ServiceRegistry, create_registry
 from medianest.discovery.health import HealthChecker
 from medianest.discovery.membership import Membership
+from medianest.errors import BackendError
 from medianest.gateway.discovered import DiscoveredTargets
 from medianest.gateway.proxy import Gateway, GatewayMiddleware
 from medianest.gateway.ratelimit import RateLimiter
@@ -130,8 +131,11 @@ class Hub:
         elif url_scheme(url) == "static":
             options = {"instances": found.instances}
         self.registry = create_registry(url, **options)
-        await self.registry.start()
         self._stack.push_async_callback(self.registry.close)
+        try:
+            await self.registry.start()
+        except BackendError as exc:  # /ready reports it; routes keep their configured state
+            _log.warning("service registry unreachable at start", error=exc.message)
 
     async def _start_discovery_work(self) -> None:
         """Health checks (workers), service-name routes (gateway), self-registration."""

@@ -41,9 +41,14 @@ class Membership:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        for instance in self.instances:
-            await self.registry.register(instance, ttl=self.ttl)
-        _log.info("registered", instances=[i.id for i in self.instances], ttl=self.ttl)
+        """Register everything; a registry that fails now is tried again at each heartbeat
+        (the process starts anyway: ``/ready`` reports the registry meanwhile)."""
+        try:
+            for instance in self.instances:
+                await self.registry.register(instance, ttl=self.ttl)
+            _log.info("registered", instances=[i.id for i in self.instances], ttl=self.ttl)
+        except BackendError as exc:
+            _log.warning("registration failed; retrying at the next heartbeat", error=exc.message)
         self._task = asyncio.create_task(self._beat_forever(), name="registry-heartbeat")
 
     async def close(self) -> None:
