@@ -245,8 +245,14 @@ async def test_disabling_a_person_stops_their_sessions_and_keys_at_once(running:
         assert status in (403, 422)
         status, _, _ = await send(http, "PATCH", own, headers=admin, json={"disabled": True})
         assert status in (403, 422)
+        status, _, _ = await send(http, "DELETE", own, headers=admin)
+        assert status == 403
         status, me, _ = await send(http, "GET", f"{running.url}/api/v1/auth/me", headers=admin)
         assert (status, me["user"]["role"]) == (200, "admin")
+        status, deleted, _ = await send(http, "DELETE", user_url, headers=admin)
+        assert (status, deleted["id"]) == (200, friend["user"]["id"])
+        status, _, _ = await send(http, "GET", user_url, headers=admin)
+        assert status == 404
 
 
 async def test_sign_in_attempts_are_rate_limited_per_address(

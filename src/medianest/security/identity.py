@@ -174,10 +174,22 @@ class Identity:
         """Disable a person: their sessions and API keys stop working at once."""
         user = await self.users.disable(user_id, actor_id=actor_id)
         await self.sessions.revoke_all(user.id)
+        revoked = await self._revoke_keys(user)
+        _log.info("user disabled", user_id=user.id, actor_id=actor_id, keys_revoked=revoked)
+        return user
+
+    async def delete_user(self, user_id: str, *, actor_id: str | None) -> User:
+        """Delete a person: their sessions go with them, their API keys are revoked."""
+        user = await self.users.delete(user_id, actor_id=actor_id)
+        self.sessions.invalidate_user(user.id)
+        revoked = await self._revoke_keys(user)
+        _log.info("user deleted", user_id=user.id, actor_id=actor_id, keys_revoked=revoked)
+        return user
+
+    async def _revoke_keys(self, user: User) -> int:
         revoked = 0
         for owner in {user.id, user.username}:
             for key in await self.api_keys.list(owner=owner):
                 await self.api_keys.revoke(key.key_id)
                 revoked += 1
-        _log.info("user disabled", user_id=user.id, actor_id=actor_id, keys_revoked=revoked)
-        return user
+        return revoked

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -219,6 +219,27 @@ class UserAccounts:
 
         user = await self._change(user_id, decide)
         _log.info("user disabled", user_id=user_id, actor_id=actor_id)
+        return user
+
+    async def delete(self, user_id: str, *, actor_id: str | None) -> User:
+        """Delete ``user_id`` and their sessions (the last enabled admin and oneself never);
+        the deleted user as they were."""
+        if actor_id == user_id:
+            raise AuthorizationError("you cannot delete your own account")
+
+        async def work(conn: AsyncConnection) -> User:
+            await store.lock_admins(conn, self._now())
+            found = await store.fetch(conn, user_id)
+            if found is None:
+                raise NotFoundError(f"no user {user_id!r}")
+            await self._keep_an_admin(conn, found.user, "deleted")
+            await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
+            await conn.execute(delete(users).where(users.c.id == user_id))
+            return found.user
+
+        user = await self._write(work)
+        self._changed(user_id)
+        _log.info("user deleted", user_id=user_id, actor_id=actor_id)
         return user
 
     async def enable(self, user_id: str, *, actor_id: str | None = None) -> User:

@@ -1,8 +1,9 @@
-"""``/admin/users``: list people, change roles, disable and enable (scope ``users:admin``).
+"""``/admin/users``: list people, change roles, disable, enable and delete (scope
+``users:admin``).
 
-An admin cannot demote or disable themselves, and the last enabled admin cannot be demoted
-or disabled (403/422 with the reason). Disabling ends the person's sessions and revokes their
-API keys at once.
+An admin cannot demote, disable or delete themselves (403), and the last enabled admin cannot
+be demoted, disabled or deleted (422), each with the reason. Disabling or deleting ends the
+person's sessions and revokes their API keys at once.
 """
 
 from __future__ import annotations
@@ -60,3 +61,9 @@ async def change_user(user_id: UserId, body: UserChange, caller: Caller, ident: 
     elif body.disabled is False and user.disabled:
         user = await ident.users.enable(user_id, actor_id=actor)
     return user
+
+
+@router.delete("/{user_id}", summary="Delete a person (sessions end, keys are revoked)")
+async def delete_user(user_id: UserId, caller: Caller, ident: Ident) -> User:
+    actor = caller.id if caller.kind == "user" else None
+    return await ident.delete_user(user_id, actor_id=actor)

@@ -103,14 +103,17 @@ class Me(BaseModel):
 
 
 async def limit_sign_in(request: Request) -> None:
-    """Count a sign-in attempt of the client address; 429 past ``sign_in_rate_limit``."""
+    """Count a sign-in attempt of the client address; 429 past ``sign_in_rate_limit``.
+
+    A moving window: exact for the small counts of sign-in limits, where an approximate
+    window would let a burst straddling a window boundary through."""
     limiter = getattr(request.app.state, "auth_limiter", None)
     if limiter is None:
         return
     settings = request.app.state.settings
     peer = request.client.host if request.client else None
     ip = client_ip(peer, request.headers, settings.gateway.trusted_proxies)
-    rule = RateLimit(limit=settings.identity.sign_in_rate_limit, per="ip")
+    rule = RateLimit(limit=settings.identity.sign_in_rate_limit, per="ip", strategy="moving_window")
     decision = await limiter.check("sign-in", [rule], RateIdentity(None, None, ip))
     if not decision.allowed:
         raise RateLimitExceeded(
