@@ -14,6 +14,7 @@ from medianest.app import Hub, create_app
 from medianest.config import load_settings
 from medianest.security.identity import Identity
 from medianest.security.roles import (
+    ADMIN,
     CATALOG_READ,
     GATEWAY_ADMIN,
     KEYS_ADMIN,
@@ -44,6 +45,7 @@ PREFIX_SCOPES = (
     ("/api/v1/admin/keys", KEYS_ADMIN),
     ("/api/v1/admin/gateway", GATEWAY_ADMIN),
     ("/api/v1/admin/users", USERS_ADMIN),
+    ("/api/v1/admin/", ADMIN),  # services, dead letters
     ("/api/v1/services", SERVICES_READ),
     ("/api/v1/", CATALOG_READ),
 )

@@ -155,3 +155,15 @@ service_changes = Table(
 )
 """The registry's change log, written in the transaction of each change; watchers in every
 process poll it by ``seq`` (never reused, in commit order)."""
+
+processed_messages = Table(
+    "processed_messages",
+    metadata,
+    Column("group", String(100), primary_key=True),
+    Column("message_id", String(64), primary_key=True),
+    Column("processed_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+)
+"""Messages a consumer group has handled (:mod:`medianest.messaging.idempotency`): one row
+per (group, message id), written with the handler's own effects when it can be, kept until
+``expires_at`` so that redeliveries within that time take effect once."""

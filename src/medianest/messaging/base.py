@@ -20,7 +20,8 @@ the reference.
 A **consumer group** is a named queue: it exists from the first ``subscribe`` with that group
 on, and from then on receives every message published to a topic matching one of its
 patterns, whether or not a consumer is running (like a durable RabbitMQ queue). Members of a
-group are expected to subscribe with the same pattern.
+group are expected to subscribe with the same pattern: a member may be handed any message
+routed to its group.
 
 **Contract** (fixed by ``tests/contracts/test_messaging.py`` over every backend):
 

@@ -1,0 +1,73 @@
+"""Messages to and from their JSON text, as every backend stores or sends them.
+
+:func:`encode` is what ``publish`` does first on every backend: it checks the topic, adds a
+W3C ``traceparent`` header when the publisher did not set one (the current OpenTelemetry
+context when a span is recording, else a fresh trace id, so a message can always be followed
+from publisher to handlers), and turns the envelope into JSON, refusing payloads that JSON
+cannot carry. :func:`decode` reads the text back with the attempt number of a delivery.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from typing import Any
+
+from opentelemetry import propagate
+
+from medianest.errors import ValidationError
+from medianest.messaging.base import Message, check_topic
+
+
+def new_traceparent() -> str:
+    """A W3C trace context started here (not sampled: no tracer recorded it). Trace ids must
+    be unique, not unguessable; a zero id is invalid, hence the ``or 1``."""
+    return f"00-{random.getrandbits(128) or 1:032x}-{random.getrandbits(64) or 1:016x}-00"
+
+
+def with_trace(message: Message) -> Message:
+    """``message`` with a ``traceparent`` header (kept when it already has one)."""
+    if "traceparent" in message.headers:
+        return message
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    headers = {**message.headers, **carrier}
+    headers.setdefault("traceparent", new_traceparent())
+    return dataclasses.replace(message, headers=headers)
+
+
+def encode(message: Message) -> tuple[Message, str]:
+    """The message as it will be delivered (attempt 1, traced) and its JSON envelope.
+
+    Raises :class:`~medianest.errors.ValidationError` for an invalid topic, non-string
+    headers, or a payload that is not JSON (sets, bytes, NaN, objects...).
+    """
+    check_topic(message.topic)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in message.headers.items()):
+        raise ValidationError(
+            "message headers must map strings to strings", errors={"headers": "invalid"}
+        )
+    message = with_trace(message)
+    if message.attempt != 1:
+        message = dataclasses.replace(message, attempt=1)
+    try:
+        text = json.dumps(message.to_wire(), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(
+            f"message payload is not JSON: {exc}", errors={"payload": "not JSON"}
+        ) from exc
+    return message, text
+
+
+def decode(text: str | bytes, attempt: int | None = None) -> Message:
+    """The message of an envelope, with ``attempt`` set when given; ValidationError when
+    the text is not an envelope this hub can read."""
+    try:
+        data: Any = json.loads(text)
+    except ValueError as exc:
+        raise ValidationError(f"malformed message envelope: {exc}") from exc
+    message = Message.from_wire(data)
+    if attempt is not None and attempt != message.attempt:
+        message = dataclasses.replace(message, attempt=attempt)
+    return message
