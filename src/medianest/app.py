@@ -41,7 +41,9 @@ from medianest.gateway.discovered import DiscoveredTargets
 from medianest.gateway.proxy import Gateway, GatewayMiddleware
 from medianest.gateway.ratelimit import RateLimiter
 from medianest.integrations.registry import Integrations
+from medianest.messaging import Broker, create_broker
 from medianest.observability import configure_logging, get_logger
+from medianest.propagation import Propagation, instance_group
 from medianest.security import ApiKeyService, server_secret
 from medianest.security.identity import Identity
 
@@ -75,6 +77,8 @@ class Hub:
         self.registry: ServiceRegistry | None = None
         self.health_checker: HealthChecker | None = None
         self.discovered: DiscoveredTargets | None = None
+        self.broker: Broker | None = None
+        self.propagation: Propagation | None = None
         self._reports: set[asyncio.Task[None]] = set()
         self._stack = contextlib.AsyncExitStack()
         self.started_at: float | None = None
@@ -97,9 +101,11 @@ class Hub:
             await self.cache.start()
             self._stack.push_async_callback(self.cache.close)
             migrated = migrate or await self._migrated()
+            await self._start_broker()
             if migrated:
                 await self._start_identity()
                 await self._start_registry()
+                await self._start_propagation()
             if "gateway" in self.settings.server.roles:
                 await self._start_gateway()
             self.integrations = Integrations.from_settings(
@@ -119,6 +125,33 @@ class Hub:
             await self.close()
             raise
         self.started_at = time.monotonic()
+
+    async def _start_broker(self) -> None:
+        messaging = self.settings.messaging
+        url = messaging.broker_url(self.settings.data_dir)
+        if url_scheme(url).startswith("sqlite"):
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.broker = create_broker(url, **messaging.broker_options(url))
+        self._stack.push_async_callback(self.broker.close)
+        try:
+            await self.broker.start()
+        except BackendError as exc:  # /ready reports it; invalidations wait for cache TTLs
+            _log.warning("message broker unreachable at start", error=exc.message)
+
+    async def _start_propagation(self) -> None:
+        if self.broker is None or self.identity is None:
+            return
+        group = instance_group(self.settings.server.port)
+        self.propagation = Propagation(
+            self.broker, group, api_keys=self.api_keys, sessions=self.identity.sessions
+        )
+        try:
+            await self.propagation.start()
+        except BackendError as exc:
+            _log.warning("cache invalidations will not reach other instances", error=exc.message)
+            return
+        self._stack.push_async_callback(self.propagation.close)
+        self.identity.users.add_listener(self.propagation.user_changed)
 
     async def _start_registry(self) -> None:
         found = self.settings.discovery
@@ -143,6 +176,8 @@ class Hub:
         assert registry is not None
         if "workers" in self.settings.server.roles:
             self.health_checker = HealthChecker.from_settings(registry, found)
+            if self.propagation is not None:
+                self.health_checker.on_change.append(self.propagation.health_changed)
             await self.health_checker.start()
             self._stack.push_async_callback(self.health_checker.close)
         if self.gateway is not None:
@@ -229,6 +264,8 @@ class Hub:
             checks.append(ReadinessCheck("search_cache", self._check_cache))
         if self.registry is not None:
             checks.append(ReadinessCheck("discovery", self._check_registry))
+        if self.broker is not None:
+            checks.append(ReadinessCheck("messaging", self._check_broker, critical=False))
         if (
             self.limiter is not None
             and url_scheme(self.settings.gateway.rate_limit_storage) != "memory"
@@ -247,6 +284,11 @@ class Hub:
     async def _check_database(self) -> str:
         await self.database.ping()
         return f"{self.database.dialect} at {mask_url(self.database.url)}"
+
+    async def _check_broker(self) -> str:
+        assert self.broker is not None
+        await self.broker.ping()
+        return mask_url(self.settings.messaging.broker_url(self.settings.data_dir))
 
     async def _check_registry(self) -> str:
         assert self.registry is not None
@@ -428,6 +470,7 @@ def create_app(
         app.state.server_secret = hub.secret
         app.state.gateway = hub.gateway
         app.state.registry = hub.registry
+        app.state.broker = hub.broker
         app.state.allow_anonymous = settings.allow_anonymous
         # Start-up objects live as long as the process: keep them out of every later
         # collection (a full one over them paused request handling ~90 ms under load).

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError as ModelError
 
 from medianest.messaging import RetryPolicy
-from medianest.messaging.config import MessagingSettings
+from medianest.config.messaging import MessagingSettings
 
 
 def test_defaults_name_the_embedded_broker() -> None:

@@ -23,7 +23,6 @@ from rich.table import Table
 from medianest.cli.main import ConfigOption, out_console, run_async, settings_from
 from medianest.config import Settings
 from medianest.messaging import Broker, DeadLetter, create_broker
-from medianest.messaging.config import MessagingSettings
 
 T = TypeVar("T")
 
@@ -51,9 +50,7 @@ def broker_url(option: str | None, settings: Settings) -> str:
     """The broker URL: ``--broker``, else ``[messaging] url``, else the embedded default."""
     if option:
         return option
-    configured = getattr(settings, "messaging", None)
-    messaging = configured if isinstance(configured, MessagingSettings) else MessagingSettings()
-    return messaging.broker_url(settings.data_dir)
+    return settings.messaging.broker_url(settings.data_dir)
 
 
 def _run(url: str, action: Callable[[Broker], Awaitable[T]]) -> T:

@@ -88,7 +88,7 @@ def version() -> None:
 
 
 def _register() -> None:
-    from medianest.cli import admin, demo, doctor, gateway, keys, migrate, serve, services
+    from medianest.cli import admin, demo, dlq, doctor, gateway, keys, migrate, serve, services
 
     app.command("serve")(serve.serve)
     app.command("demo")(demo.demo)
@@ -99,6 +99,7 @@ def _register() -> None:
     app.add_typer(keys.app, name="keys")
     app.add_typer(admin.app, name="admin")
     app.add_typer(services.app, name="services")
+    app.add_typer(dlq.app, name="dlq")
 
 
 _register()

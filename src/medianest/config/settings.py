@@ -33,6 +33,7 @@ from pydantic_settings import (
 from medianest.config.discovery import DiscoverySettings
 from medianest.config.gateway import GatewaySettings
 from medianest.config.identity import IdentitySettings
+from medianest.config.messaging import MessagingSettings
 from medianest.config.oidc import OidcSettings
 from medianest.config.section import Section
 from medianest.resilience.config import PolicyConfig
@@ -228,6 +229,7 @@ class Settings(BaseSettings):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
+    messaging: MessagingSettings = Field(default_factory=MessagingSettings)
     oidc: OidcSettings | None = Field(
         None, description="Single sign-on with an OpenID provider: `[oidc]`, off when absent."
     )

@@ -212,6 +212,7 @@ class ApiKeyService:
         self._touching: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._invalidations = 0
+        self.listeners: builtins.list[Callable[[str], None]] = []
 
     def __repr__(self) -> str:
         return f"ApiKeyService({self._db!r}, cache_ttl={self._ttl.total_seconds()})"
@@ -344,6 +345,12 @@ class ApiKeyService:
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
+    def _announce(self, key_id: str) -> None:
+        """Tell ``listeners`` (the hub: other instances, through the broker) that
+        ``key_id`` changed, so their caches drop it too."""
+        for listener in self.listeners:
+            listener(key_id)
+
     def invalidate(self, key_id: str) -> None:
         """Forget cached verifications of ``key_id`` (revoked or rotated somewhere).
 
@@ -400,6 +407,7 @@ class ApiKeyService:
             if not await store.mark_replaced(conn, old.key_id, new.key_id, now + overlap):
                 raise ValidationError(f"API key {old.key_id} was rotated or revoked meanwhile")
         self.invalidate(old.key_id)
+        self._announce(old.key_id)
         _log.info("api key rotated", key_id=old.key_id, new_key_id=new.key_id, until=now + overlap)
         return new, plaintext
 
@@ -410,6 +418,7 @@ class ApiKeyService:
             await store.mark_revoked(conn, old.key_id, self._now())
             stored = await store.fetch(conn, old.key_id)
         self.invalidate(old.key_id)
+        self._announce(old.key_id)
         assert stored is not None
         _log.info("api key revoked", key_id=old.key_id, owner=old.owner)
         return stored.info

@@ -4,6 +4,7 @@ from fastapi import APIRouter, Depends
 
 from medianest.api.auth import requires
 from medianest.api.v1 import (
+    admin_dlq,
     admin_gateway,
     admin_keys,
     admin_services,
@@ -22,5 +23,6 @@ router.include_router(admin_keys.router)
 router.include_router(admin_gateway.router)
 router.include_router(admin_users.router)
 router.include_router(admin_services.router)
+router.include_router(admin_dlq.router)
 
 __all__ = ["router"]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from pydantic import Field, model_validator
 
 from medianest.backends import url_scheme
 from medianest.config.section import Section
-from medianest.messaging.base import RetryPolicy
+
+if TYPE_CHECKING:
+    from medianest.messaging.base import RetryPolicy
 
 
 class MessagingSettings(Section):
@@ -63,6 +65,8 @@ class MessagingSettings(Section):
 
     def retry_policy(self) -> RetryPolicy:
         """The default :class:`RetryPolicy` of subscriptions."""
+        from medianest.messaging.base import RetryPolicy
+
         return RetryPolicy(
             max_attempts=self.max_attempts,
             initial=self.retry_initial,

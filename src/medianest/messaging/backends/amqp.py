@@ -1,0 +1,318 @@
+"""RabbitMQ broker (aio-pika): ``amqp://user:password@host:5672/vhost[?prefix=...]``
+(``amqps://`` for TLS).
+
+Options (keyword or URL query; other query parameters go to aio-pika): ``prefix`` of every
+exchange and queue name (default ``medianest``), ``drain_timeout`` (10), ``timeout`` seconds
+for a publisher confirm or any other call (5), ``reconnect_interval`` seconds between two
+reconnection attempts of the robust connection (1).
+
+Topology under the prefix ``p``:
+
+* exchange ``p`` (topic, durable): every message is published there with its topic as the
+  routing key; AMQP topic patterns are this hub's patterns (``*`` one word, ``#`` any);
+* queue ``p.group.<group>`` (durable, one per group) bound to ``p`` with the group's
+  pattern (with each pattern its members subscribed with: RabbitMQ cannot tell us the
+  bindings without its management API, so a group should keep one pattern); prefetch of a
+  subscription = its ``concurrency``; dead-letter exchange ``p.dlx``;
+* queues ``p.retry.<group>.<ms>`` (durable, one per group and backoff step): a failed
+  message is published there with ``attempt + 1`` and acknowledged; ``x-message-ttl`` = the
+  step's delay, after which RabbitMQ dead-letters it back to the group's queue through the
+  default exchange — a delayed redelivery without a hot loop, and a long delay never holds
+  up a short one (a single queue with per-message TTLs only expires its head);
+* exchange ``p.dlx`` (fanout) and queue ``p.dead-letters``: dead letters of every group,
+  with the group, error, attempt count and time in ``x-medianest-*`` headers, and a
+  dead-letter id as ``message_id``. One queue (not one per group) so that listing every
+  dead letter needs no management API. Listing browses it with ``basic.get`` on a channel
+  of its own, without acknowledging, and closes that channel: RabbitMQ puts the messages
+  back in their places (replay and purge acknowledge the ones they take). Browsing reads
+  the whole queue, which suits an operator's dead-letter queue, not a million messages.
+
+Publishing waits for RabbitMQ's publisher confirm of a persistent message (``timeout``
+seconds), so a publish that returned is on disk in a durable queue of each group. It never
+retries: while RabbitMQ is unreachable it raises BackendUnavailable (a caller's resilience
+policy decides), and the robust connection reconnects in the background, restoring the
+channels, queues, bindings and consumers. **Redeliveries**: RabbitMQ requeues the
+unacknowledged messages of a consumer whose connection died; classic queues do not count
+deliveries, so a redelivered message is published again with ``attempt + 1`` and then
+acknowledged, which counts a crash as an attempt and dead-letters a message that keeps
+killing its consumers. **Ordering**: one queue is FIFO, but with several consumers, a
+prefetch above 1 and retries that come back later, per-key order is not guaranteed
+(``ordered_keys = False``). **Lag** (:meth:`lag`): messages ready in each group's queue.
+Handlers must finish within RabbitMQ's ``consumer_timeout`` (30 minutes by default).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+    AbstractRobustExchange,
+)
+from aio_pika.exceptions import AMQPConnectionError, AMQPError, ChannelInvalidStateError
+
+from medianest.backends import mask_url
+from medianest.errors import BackendError, BackendUnavailable, NotFoundError
+from medianest.messaging.backends.amqp_consumer import (
+    AmqpSubscription,
+    Incoming,
+    amqp_message,
+    dead_letter_of,
+)
+from medianest.messaging.backends.delivery import error_text, positive, split_options
+from medianest.messaging.base import (
+    Broker,
+    DeadLetter,
+    Handler,
+    Message,
+    RetryPolicy,
+    check_group,
+    check_pattern,
+    check_topic,
+)
+
+_DEFAULTS: dict[str, Any] = {
+    "prefix": "medianest",
+    "drain_timeout": 10.0,
+    "timeout": 5.0,
+    "reconnect_interval": 1.0,
+}
+
+
+class AmqpBroker(Broker):
+    """The RabbitMQ broker (see the module docstring)."""
+
+    ordered_keys = False
+
+    def __init__(self, url: str, **options: Any) -> None:
+        driver_url, from_query = split_options(url, _DEFAULTS)
+        unknown = set(options) - set(_DEFAULTS)
+        if unknown:
+            raise TypeError(f"unknown AMQP broker options: {', '.join(sorted(unknown))}")
+        merged = {**_DEFAULTS, **from_query, **options}
+        self.url = url
+        self.prefix = str(merged["prefix"])
+        self.drain_timeout = float(merged["drain_timeout"])
+        self.timeout = positive("timeout", float(merged["timeout"]))
+        self.reconnect_interval = positive(
+            "reconnect_interval", float(merged["reconnect_interval"])
+        )
+        self._driver_url = driver_url
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
+        self._exchange: AbstractRobustExchange | None = None
+        self._subscriptions: set[AmqpSubscription] = set()
+
+    def __repr__(self) -> str:
+        return f"AmqpBroker({mask_url(self.url)!r}, prefix={self.prefix!r})"
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> AmqpBroker:
+        return cls(url, **options)
+
+    @property
+    def dlx(self) -> str:
+        return f"{self.prefix}.dlx"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.prefix}.dead-letters"
+
+    def group_queue(self, group: str) -> str:
+        return f"{self.prefix}.group.{group}"
+
+    def group_arguments(self) -> dict[str, Any]:
+        return {"x-dead-letter-exchange": self.dlx}
+
+    @property
+    def connection(self) -> AbstractRobustConnection:
+        if self._connection is None:
+            raise BackendUnavailable("amqp broker is not started", backend=mask_url(self.url))
+        return self._connection
+
+    @contextlib.contextmanager
+    def errors(self, doing: str) -> Iterator[None]:
+        """The one place aio-pika errors become MediaNest errors."""
+        try:
+            yield
+        except (
+            AMQPConnectionError,
+            ChannelInvalidStateError,
+            ConnectionError,
+            OSError,
+            TimeoutError,
+        ) as exc:
+            raise BackendUnavailable(
+                f"rabbitmq unreachable while {doing}: {error_text(exc)}", backend=mask_url(self.url)
+            ) from exc
+        except AMQPError as exc:
+            raise BackendError(
+                f"rabbitmq failed while {doing}: {error_text(exc)}", backend=mask_url(self.url)
+            ) from exc
+
+    async def start(self) -> None:
+        """Connect, declare the exchanges and the dead-letter queue."""
+        if self._connection is not None:
+            return
+        with self.errors("connecting"):
+            self._connection = await aio_pika.connect_robust(
+                self._driver_url,
+                timeout=self.timeout,
+                reconnect_interval=self.reconnect_interval,
+                client_properties={"connection_name": f"medianest broker {self.prefix}"},
+            )
+            self._channel = await self._connection.channel(publisher_confirms=True)
+            self._exchange = await self._channel.declare_exchange(
+                self.prefix, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            dlx = await self._channel.declare_exchange(
+                self.dlx, aio_pika.ExchangeType.FANOUT, durable=True
+            )
+            queue = await self._channel.declare_queue(self.dead_letter_queue, durable=True)
+            await queue.bind(dlx)
+
+    async def close(self) -> None:
+        for subscription in list(self._subscriptions):
+            await subscription.close()
+        connection, self._connection = self._connection, None
+        self._channel = self._exchange = None
+        if connection is not None:
+            with contextlib.suppress(AMQPError, OSError):
+                await connection.close()
+
+    async def ping(self) -> None:
+        if self._connection is None or self._connection.is_closed:
+            raise BackendUnavailable("rabbitmq connection is down", backend=mask_url(self.url))
+        async with self._temporary_channel("pinging"):
+            pass
+
+    async def publish(self, message: Message) -> None:
+        """Publish to the topic exchange and wait for RabbitMQ's confirm."""
+        check_topic(message.topic)
+        if self._exchange is None:
+            raise BackendUnavailable("amqp broker is not started", backend=mask_url(self.url))
+        with self.errors("publishing"):
+            await self._exchange.publish(
+                amqp_message(message), message.topic, mandatory=False, timeout=self.timeout
+            )
+
+    async def subscribe(
+        self,
+        pattern: str,
+        group: str,
+        handler: Handler,
+        *,
+        retry: RetryPolicy | None = None,
+        concurrency: int = 1,
+    ) -> AmqpSubscription:
+        check_pattern(pattern)
+        check_group(group)
+        subscription = AmqpSubscription(
+            self, pattern, group, handler, retry or RetryPolicy(), concurrency
+        )
+        with self.errors("subscribing"):
+            await subscription.start()
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def forget(self, subscription: AmqpSubscription) -> None:
+        self._subscriptions.discard(subscription)
+
+    @contextlib.asynccontextmanager
+    async def _temporary_channel(self, doing: str) -> AsyncIterator[AbstractChannel]:
+        with self.errors(doing):
+            channel = await self.connection.channel(publisher_confirms=True)
+            try:
+                yield channel
+            finally:
+                with contextlib.suppress(AMQPError, OSError, ChannelInvalidStateError):
+                    await channel.close()
+
+    @contextlib.asynccontextmanager
+    async def _browse(self, doing: str) -> AsyncIterator[tuple[AbstractChannel, list[Incoming]]]:
+        """A channel of its own and every dead letter, unacknowledged: put back in place
+        when the channel closes, unless acknowledged inside the block."""
+        async with self._temporary_channel(doing) as channel:
+            queue = await channel.declare_queue(self.dead_letter_queue, durable=True)
+            count = queue.declaration_result.message_count or 0
+            letters: list[Incoming] = []
+            for _ in range(count):
+                got = await queue.get(no_ack=False, fail=False, timeout=self.timeout)
+                if got is None:
+                    break
+                letters.append(got)
+            yield channel, letters
+
+    async def dead_letters(
+        self, topic: str | None = None, group: str | None = None, limit: int = 100
+    ) -> list[DeadLetter]:
+        async with self._browse("reading dead letters") as (_, letters):
+            found = [dead_letter_of(self, raw) for raw in letters]
+        wanted = [
+            d
+            for d in found
+            if (topic is None or d.message.topic == topic) and (group is None or d.group == group)
+        ]
+        return wanted[:limit]
+
+    async def dead_letter(self, dead_letter_id: str) -> DeadLetter:
+        """One dead letter by id; NotFoundError if there is none."""
+        async with self._browse("reading a dead letter") as (_, letters):
+            for raw in letters:
+                if raw.message_id == dead_letter_id:
+                    return dead_letter_of(self, raw)
+        raise NotFoundError(f"no dead letter {dead_letter_id!r}")
+
+    async def replay(self, dead_letter_id: str) -> Message:
+        """Publish the message (attempt 1) straight to its group's queue, confirmed, then
+        acknowledge (remove) the dead letter."""
+        async with self._browse("replaying a dead letter") as (channel, letters):
+            for raw in letters:
+                if raw.message_id != dead_letter_id:
+                    continue
+                letter = dead_letter_of(self, raw)
+                message = replace(letter.message, attempt=1)
+                queue = await channel.declare_queue(
+                    self.group_queue(letter.group), durable=True, arguments=self.group_arguments()
+                )
+                await channel.default_exchange.publish(
+                    amqp_message(message), queue.name, timeout=self.timeout
+                )
+                await raw.ack()
+                return message
+        raise NotFoundError(f"no dead letter {dead_letter_id!r}")
+
+    async def purge(self, topic: str | None = None, group: str | None = None) -> int:
+        if topic is None and group is None:
+            async with self._temporary_channel("purging dead letters") as channel:
+                queue = await channel.declare_queue(self.dead_letter_queue, durable=True)
+                result = await queue.purge(timeout=self.timeout)
+                return int(result.message_count or 0)
+        purged = 0
+        async with self._browse("purging dead letters") as (_, letters):
+            for raw in letters:
+                letter = dead_letter_of(self, raw)
+                if (topic is None or letter.message.topic == topic) and (
+                    group is None or letter.group == group
+                ):
+                    await raw.ack()
+                    purged += 1
+        return purged
+
+    async def lag(self) -> dict[str, int]:
+        """Messages ready (not yet delivered) in the queue of each group this broker
+        consumes."""
+        totals: dict[str, int] = {}
+        async with self._temporary_channel("reading consumer lag") as channel:
+            for group in sorted({s.group for s in self._subscriptions}):
+                queue = await channel.declare_queue(
+                    self.group_queue(group), durable=True, arguments=self.group_arguments()
+                )
+                totals[group] = int(queue.declaration_result.message_count or 0)
+        return totals

@@ -1,0 +1,258 @@
+"""The consumer side of :mod:`medianest.messaging.backends.amqp`: one subscription.
+
+A subscription owns a robust channel with publisher confirms and prefetch = concurrency,
+consumes its group's queue, and runs each handler in the task aio-pika gives the delivery.
+Every outcome is published (confirmed) before the delivery is acknowledged — a retry to
+the group's delay queue, a dead letter to the dead-letter exchange — so a crash in between
+duplicates a message but never loses one. When settling fails on a live channel the
+delivery is rejected with requeue, so it cannot sit unacknowledged in a prefetch slot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustExchange,
+)
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
+
+from medianest.errors import ValidationError
+from medianest.messaging.backends.delivery import (
+    HandlerPool,
+    decode,
+    encode,
+    error_text,
+    retry_delay,
+    undecodable,
+)
+from medianest.messaging.base import (
+    DeadLetter,
+    Handler,
+    Message,
+    RetryPolicy,
+    Subscription,
+    uuid7,
+)
+from medianest.observability import get_logger
+
+if TYPE_CHECKING:
+    from medianest.messaging.backends.amqp import AmqpBroker
+
+Incoming = AbstractIncomingMessage
+_log = get_logger("medianest.messaging.amqp")
+_QUIET = (AMQPError, ChannelInvalidStateError, OSError, TimeoutError)
+
+
+def amqp_message(
+    message: Message, *, message_id: str | None = None, headers: dict[str, Any] | None = None
+) -> aio_pika.Message:
+    """The envelope as a persistent AMQP message (``message_id`` = the message's id)."""
+    return aio_pika.Message(
+        encode(message),
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message_id or message.id,
+        headers=headers,
+    )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def dead_letter_of(broker: AmqpBroker, raw: Incoming) -> DeadLetter:
+    """Read a message of the dead-letter queue: ours (``x-medianest-*`` headers) or one
+    RabbitMQ dead-lettered itself (``x-death``: rejected, expired, over a length limit)."""
+    headers = dict(raw.headers or {})
+    try:
+        message = decode(raw.body)
+    except ValidationError:
+        message = undecodable(raw.routing_key or "unknown", raw.body)
+    deaths = headers.get("x-death")
+    death: dict[str, Any] = deaths[0] if isinstance(deaths, list) and deaths else {}
+    group = _text(headers.get("x-medianest-group", "")) or _text(
+        death.get("queue", "")
+    ).removeprefix(broker.group_queue(""))
+    error = headers.get("x-medianest-error")
+    failed_at = headers.get("x-medianest-failed-at")
+    return DeadLetter(
+        id=raw.message_id or message.id,
+        message=message,
+        group=group,
+        error=_text(error)
+        if error is not None
+        else f"dead-lettered by RabbitMQ: {death.get('reason')}",
+        attempts=int(headers.get("x-medianest-attempts", message.attempt)),  # type: ignore[call-overload]
+        failed_at=datetime.fromisoformat(_text(failed_at)) if failed_at else datetime.now(UTC),
+    )
+
+
+class AmqpSubscription(Subscription):
+    """One consumer of ``group``'s queue (see the module docstring)."""
+
+    def __init__(
+        self,
+        broker: AmqpBroker,
+        pattern: str,
+        group: str,
+        handler: Handler,
+        retry: RetryPolicy,
+        concurrency: int,
+    ) -> None:
+        self.broker, self.pattern, self.group, self.retry = broker, pattern, group, retry
+        self.queue_name = broker.group_queue(group)
+        self.pool: HandlerPool[Incoming] = HandlerPool(
+            handler,
+            self._settle,
+            concurrency=concurrency,
+            drain_timeout=broker.drain_timeout,
+            name=f"amqp:{group}",
+        )
+        self._channel: AbstractRobustChannel | None = None
+        self._dlx: AbstractRobustExchange | None = None
+        self._queue: AbstractQueue | None = None
+        self._tag: str | None = None
+        self._retry_queues: set[str] = set()
+        self._closed = False
+
+    @property
+    def channel(self) -> AbstractRobustChannel:
+        assert self._channel is not None, "subscription not started"
+        return self._channel
+
+    async def start(self) -> None:
+        channel = await self.broker.connection.channel(publisher_confirms=True)
+        self._channel = channel
+        await channel.set_qos(prefetch_count=self.pool.concurrency)
+        exchange = await channel.declare_exchange(
+            self.broker.prefix, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        self._dlx = await channel.declare_exchange(
+            self.broker.dlx, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        self._queue = await channel.declare_queue(
+            self.queue_name, durable=True, arguments=self.broker.group_arguments()
+        )
+        await self._queue.bind(exchange, routing_key=self.pattern)
+        self._tag = await self._queue.consume(self._on_message)
+
+    async def _on_message(self, incoming: Incoming) -> None:
+        if self._closed:
+            return  # left unacknowledged: RabbitMQ requeues it when the channel closes
+        try:
+            message = decode(incoming.body)
+        except ValidationError as exc:
+            stand_in = undecodable(incoming.routing_key or "unknown", incoming.body)
+            await self._guarded(self._dead_letter(incoming, stand_in, error_text(exc), 1))
+            return
+        if incoming.redelivered:
+            await self._guarded(self._count_redelivery(incoming, message))
+            return
+        await self.pool.run(message, incoming)
+
+    async def _guarded(self, settling: Any) -> None:
+        try:
+            await settling
+        except Exception as exc:
+            _log.warning("broker_settle_failed", consumer=self.pool.name, error=error_text(exc))
+
+    async def _count_redelivery(self, incoming: Incoming, message: Message) -> None:
+        """A consumer died holding this message: count that delivery as an attempt."""
+        again = replace(message, attempt=message.attempt + 1)
+        if again.attempt > self.retry.max_attempts:
+            error = (
+                f"not acknowledged after {message.attempt} deliveries: the consumers crashed "
+                "or lost their connection"
+            )
+            await self._dead_letter(incoming, message, error, message.attempt)
+            return
+        await self._rejecting_on_failure(incoming, self._publish_to(self.queue_name, again))
+
+    async def _settle(self, incoming: Incoming, message: Message, error: Exception | None) -> None:
+        if error is None:
+            await incoming.ack()
+            return
+        delay = retry_delay(self.retry, message.attempt)
+        if delay is None:
+            await self._dead_letter(incoming, message, error_text(error), message.attempt)
+            return
+        queue = await self._retry_queue(delay)
+        again = replace(message, attempt=message.attempt + 1)
+        await self._rejecting_on_failure(incoming, self._publish_to(queue, again))
+
+    async def _rejecting_on_failure(self, incoming: Incoming, publishing: Any) -> None:
+        try:
+            await publishing
+            await incoming.ack()
+        except Exception:
+            with contextlib.suppress(*_QUIET):
+                await incoming.nack(requeue=True)
+            raise
+
+    async def _publish_to(self, queue: str, message: Message) -> None:
+        await self.channel.default_exchange.publish(
+            amqp_message(message), queue, timeout=self.broker.timeout
+        )
+
+    async def _retry_queue(self, delay: float) -> str:
+        """The group's delay queue for ``delay`` seconds, declared on first use."""
+        millis = max(1, round(delay * 1000))
+        name = f"{self.broker.prefix}.retry.{self.group}.{millis}"
+        if name not in self._retry_queues:
+            await self.channel.declare_queue(
+                name,
+                durable=True,
+                arguments={
+                    "x-message-ttl": millis,
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": self.queue_name,
+                },
+            )
+            self._retry_queues.add(name)
+        return name
+
+    async def _dead_letter(
+        self, incoming: Incoming, message: Message, error: str, attempts: int
+    ) -> None:
+        assert self._dlx is not None
+        headers = {
+            "x-medianest-group": self.group,
+            "x-medianest-error": error,
+            "x-medianest-attempts": attempts,
+            "x-medianest-failed-at": datetime.now(UTC).isoformat(),
+        }
+        letter = amqp_message(message, message_id=uuid7(), headers=headers)
+        publishing = self._dlx.publish(letter, "", timeout=self.broker.timeout)
+        await self._rejecting_on_failure(incoming, publishing)
+        _log.warning(
+            "broker_dead_letter",
+            backend="amqp",
+            group=self.group,
+            topic=message.topic,
+            message_id=message.id,
+            attempts=attempts,
+            error=error,
+        )
+
+    async def close(self) -> None:
+        """Cancel the consumer, drain the handlers, close the channel (RabbitMQ requeues
+        whatever was not acknowledged)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._queue is not None and self._tag is not None:
+            with contextlib.suppress(*_QUIET):
+                await self._queue.cancel(self._tag, timeout=self.broker.timeout)
+        await self.pool.drain()
+        self.broker.forget(self)
+        if self._channel is not None:
+            with contextlib.suppress(*_QUIET):
+                await self._channel.close()

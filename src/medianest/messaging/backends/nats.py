@@ -1,0 +1,402 @@
+"""NATS JetStream broker (nats-py): ``nats://[user:password@]host:4222[?prefix=...]``.
+
+Options (keyword or URL query): ``prefix`` — subject root and stream name, letters, digits,
+``-`` and ``_`` (default ``medianest``); ``visibility_timeout`` — the consumers' ack wait in
+seconds (30); ``drain_timeout`` (10); ``timeout`` seconds for a publish acknowledgement or any
+other JetStream call (5); ``heartbeat`` seconds between idle heartbeats of a pull request,
+after two of which without a word it is assumed lost (5).
+
+Layout for the prefix ``p``:
+
+* stream ``p`` over ``p.>``, interest retention on file storage: a message stays until every
+  group whose filter matches it acknowledged it (and is not kept at all when no group
+  matches). Topic ``a.b`` is subject ``p.a.b._``: the final ``_`` makes ``#`` exact, since
+  a pattern ``a.#`` (zero or more words) becomes ``p.a.>`` (NATS ``>`` is one or more
+  tokens), which then matches ``p.a._`` (topic ``a``) too; ``*`` stays ``*`` and a pattern
+  without ``#`` ends in ``._`` as well, so word counts match exactly;
+* one durable pull consumer per group, named after the group (``.`` → ``~``), filtered on its
+  pattern, explicit acks, ``ack_wait`` = visibility timeout, delivering messages published
+  after it was created; a group has one pattern (ValidationError for another);
+* stream ``p-dlq`` over ``p-dlq.<topic>`` (limits retention): dead letters as JSON
+  ``{"m": envelope, "g": group, "e": error, "a": attempts, "t": time}``; a dead letter's id
+  is its sequence number in that stream.
+
+A publish is acknowledged by JetStream (stored) before it returns and carries the message
+id as ``Nats-Msg-Id``, so a publish retried within the stream's duplicate window (2 minutes)
+is stored once. While the connection is down publish raises BackendUnavailable at once; the
+client reconnects forever in the background and consumers resume by themselves.
+
+**Retries** are ``nak`` with the policy's delay, so JetStream redelivers the message to the
+group later; ``attempt`` is the delivery count JetStream keeps (``num_delivered``), which
+also counts deliveries whose consumer died before acknowledging (redelivered after the ack
+wait). ``max_deliver`` is left unlimited: the consumer dead-letters a message itself once it
+failed ``max_attempts`` times, or when it comes round a further time (its last consumer
+died), so a message never stops silently in the stream the way it would after a server-side
+``max_deliver`` (which only emits an advisory). **Replay** publishes the message again on
+its topic with a ``Medianest-Group`` header: the other groups acknowledge it unseen.
+**Ordering**: a stream is ordered, but parallel consumers and naks reorder, so per-key
+order is not guaranteed (``ordered_keys = False``). **Lag** (:meth:`lag`): the consumer's
+``num_pending`` (messages not yet delivered).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.errors import (
+    ConnectionClosedError,
+    ConnectionReconnectingError,
+    NoRespondersError,
+    NoServersError,
+    OutboundBufferLimitError,
+    StaleConnectionError,
+)
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
+from nats.js.errors import NotFoundError as JsNotFound
+from nats.js.errors import ServiceUnavailableError
+
+from medianest.backends import mask_url
+from medianest.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigurationError,
+    NotFoundError,
+    ValidationError,
+)
+from medianest.messaging.backends.delivery import (
+    decode,
+    encode,
+    error_text,
+    positive,
+    split_options,
+)
+from medianest.messaging.backends.nats_consumer import NatsSubscription
+from medianest.messaging.base import (
+    Broker,
+    DeadLetter,
+    Handler,
+    Message,
+    RetryPolicy,
+    check_group,
+    check_pattern,
+    check_topic,
+)
+from medianest.observability import get_logger
+
+_log = get_logger("medianest.messaging.nats")
+_PREFIX = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+_DEFAULTS: dict[str, Any] = {
+    "prefix": "medianest",
+    "visibility_timeout": 30.0,
+    "drain_timeout": 10.0,
+    "timeout": 5.0,
+    "heartbeat": 5.0,
+}
+_UNREACHABLE = (
+    ConnectionClosedError,
+    ConnectionReconnectingError,
+    NoRespondersError,
+    NoServersError,
+    OutboundBufferLimitError,
+    StaleConnectionError,
+    ServiceUnavailableError,
+    TimeoutError,
+    OSError,
+)
+REPLAY_HEADER = "Medianest-Group"
+
+
+def pattern_subject(prefix: str, pattern: str) -> str:
+    """The subject filter of a topic pattern (see the module docstring)."""
+    if pattern == "#":
+        return f"{prefix}.>"
+    if pattern.endswith(".#"):
+        return f"{prefix}.{pattern[:-2]}.>"
+    return f"{prefix}.{pattern}._"
+
+
+class NatsBroker(Broker):
+    """The NATS JetStream broker (see the module docstring)."""
+
+    ordered_keys = False
+
+    def __init__(self, url: str, **options: Any) -> None:
+        driver_url, from_query = split_options(url, _DEFAULTS)
+        unknown = set(options) - set(_DEFAULTS)
+        if unknown:
+            raise TypeError(f"unknown NATS broker options: {', '.join(sorted(unknown))}")
+        merged = {**_DEFAULTS, **from_query, **options}
+        self.url = url
+        self.prefix = str(merged["prefix"])
+        if not _PREFIX.match(self.prefix):
+            raise ConfigurationError(
+                f"NATS broker prefix {self.prefix!r} must be letters, digits, '-' or '_'",
+                problems=[("messaging.prefix", self.prefix, "[A-Za-z0-9_-]+")],
+            )
+        self.visibility_timeout = positive(
+            "visibility_timeout", float(merged["visibility_timeout"])
+        )
+        self.drain_timeout = float(merged["drain_timeout"])
+        self.timeout = positive("timeout", float(merged["timeout"]))
+        self.heartbeat = positive("heartbeat", float(merged["heartbeat"]))
+        self.stream = self.prefix
+        self.dlq_stream = f"{self.prefix}-dlq"
+        self._driver_url = driver_url.rstrip("?")
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._subscriptions: set[NatsSubscription] = set()
+
+    def __repr__(self) -> str:
+        return f"NatsBroker({mask_url(self.url)!r}, prefix={self.prefix!r})"
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> NatsBroker:
+        return cls(url, **options)
+
+    @property
+    def nc(self) -> Client:
+        if self._nc is None:
+            raise BackendUnavailable("nats broker is not started", backend=mask_url(self.url))
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise BackendUnavailable("nats broker is not started", backend=mask_url(self.url))
+        return self._js
+
+    def subject(self, topic: str) -> str:
+        return f"{self.prefix}.{topic}._"
+
+    def topic_of(self, subject: str) -> str:
+        return subject.removeprefix(self.prefix + ".").removesuffix("._")
+
+    @contextlib.contextmanager
+    def errors(self, doing: str) -> Iterator[None]:
+        """The one place nats-py errors become MediaNest errors."""
+        try:
+            yield
+        except _UNREACHABLE as exc:
+            raise BackendUnavailable(
+                f"nats unreachable while {doing}: {error_text(exc)}", backend=mask_url(self.url)
+            ) from exc
+        except NatsError as exc:
+            raise BackendError(
+                f"nats failed while {doing}: {error_text(exc)}", backend=mask_url(self.url)
+            ) from exc
+
+    async def start(self) -> None:
+        """Connect (reconnecting forever afterwards) and create the two streams."""
+        if self._nc is not None:
+            return
+        with self.errors("connecting"):
+            self._nc = await nats.connect(
+                servers=[self._driver_url],
+                name=f"medianest broker {self.prefix}",
+                connect_timeout=self.timeout,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+            )
+            self._js = self._nc.jetstream(timeout=self.timeout)
+            await self._ensure_stream(
+                StreamConfig(
+                    name=self.stream,
+                    subjects=[f"{self.prefix}.>"],
+                    retention=RetentionPolicy.INTEREST,
+                )
+            )
+            await self._ensure_stream(
+                StreamConfig(name=self.dlq_stream, subjects=[f"{self.dlq_stream}.>"])
+            )
+
+    async def _ensure_stream(self, config: StreamConfig) -> None:
+        assert config.name is not None
+        try:
+            await self.js.stream_info(config.name)
+        except JsNotFound:
+            await self.js.add_stream(config)
+
+    async def _on_error(self, exc: Exception) -> None:
+        _log.debug("broker_connection_error", backend="nats", error=error_text(exc))
+
+    async def _on_disconnected(self) -> None:
+        _log.warning("broker_disconnected", backend="nats", url=mask_url(self.url))
+
+    async def _on_reconnected(self) -> None:
+        _log.info("broker_reconnected", backend="nats", url=mask_url(self.url))
+        for subscription in list(self._subscriptions):
+            subscription.reconnected()
+
+    async def close(self) -> None:
+        for subscription in list(self._subscriptions):
+            await subscription.close()
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is not None:
+            with contextlib.suppress(NatsError, OSError):
+                await nc.close()
+
+    async def ping(self) -> None:
+        if not self.nc.is_connected:
+            raise BackendUnavailable("nats connection is down", backend=mask_url(self.url))
+        with self.errors("pinging"):
+            await self.nc.flush(timeout=self.timeout)
+
+    async def publish(self, message: Message) -> None:
+        """Publish on the topic's subject and wait for JetStream's acknowledgement."""
+        check_topic(message.topic)
+        await self._publish(
+            self.subject(message.topic), encode(message), {"Nats-Msg-Id": message.id}
+        )
+
+    async def _publish(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
+        if not self.nc.is_connected:
+            raise BackendUnavailable(
+                "nats connection is down (reconnecting); not published", backend=mask_url(self.url)
+            )
+        with self.errors("publishing"):
+            await self.js.publish(subject, body, timeout=self.timeout, headers=headers)
+
+    async def publish_dead_letter(
+        self, message: Message, group: str, error: str, attempts: int
+    ) -> None:
+        body = {
+            "m": message.to_wire(),
+            "g": group,
+            "e": error,
+            "a": attempts,
+            "t": datetime.now(UTC).isoformat(),
+        }
+        data = json.dumps(body, separators=(",", ":")).encode()
+        await self._publish(f"{self.dlq_stream}.{message.topic}", data, {})
+
+    async def subscribe(
+        self,
+        pattern: str,
+        group: str,
+        handler: Handler,
+        *,
+        retry: RetryPolicy | None = None,
+        concurrency: int = 1,
+    ) -> NatsSubscription:
+        check_pattern(pattern)
+        check_group(group)
+        durable = group.replace(".", "~")
+        wanted = pattern_subject(self.prefix, pattern)
+        with self.errors("subscribing"):
+            try:
+                info = await self.js.consumer_info(self.stream, durable)
+                if info.config.filter_subject != wanted:
+                    raise ValidationError(
+                        f"consumer group {group!r} is subscribed to {info.config.filter_subject!r}"
+                        f"; a group has one pattern, so {pattern!r} needs another group",
+                        errors={"pattern": "differs from the group's"},
+                    )
+            except JsNotFound:
+                await self.js.add_consumer(
+                    self.stream,
+                    ConsumerConfig(
+                        durable_name=durable,
+                        filter_subject=wanted,
+                        ack_policy=AckPolicy.EXPLICIT,
+                        ack_wait=self.visibility_timeout,
+                        max_deliver=-1,
+                        max_ack_pending=-1,
+                        deliver_policy=DeliverPolicy.NEW,
+                    ),
+                )
+            subscription = NatsSubscription(
+                self, group, durable, handler, retry or RetryPolicy(), concurrency
+            )
+            await subscription.start()
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def forget(self, subscription: NatsSubscription) -> None:
+        self._subscriptions.discard(subscription)
+
+    def _dead_letter(self, seq: int, data: bytes | None) -> DeadLetter:
+        body = json.loads(data or b"{}")
+        return DeadLetter(
+            id=str(seq),
+            message=decode(json.dumps(body["m"])),
+            group=body["g"],
+            error=body["e"],
+            attempts=int(body["a"]),
+            failed_at=datetime.fromisoformat(body["t"]),
+        )
+
+    async def dead_letters(
+        self, topic: str | None = None, group: str | None = None, limit: int = 100
+    ) -> list[DeadLetter]:
+        found: list[DeadLetter] = []
+        subject = f"{self.dlq_stream}.{topic}" if topic else f"{self.dlq_stream}.>"
+        seq = 1
+        with self.errors("reading dead letters"):
+            while len(found) < limit:
+                try:
+                    raw = await self.js.get_msg(
+                        self.dlq_stream, seq=seq, subject=subject, next=True
+                    )
+                except JsNotFound:
+                    break
+                assert raw.seq is not None
+                letter = self._dead_letter(raw.seq, raw.data)
+                if group is None or letter.group == group:
+                    found.append(letter)
+                seq = raw.seq + 1
+        return found
+
+    async def dead_letter(self, dead_letter_id: str) -> DeadLetter:
+        """One dead letter by id; NotFoundError if there is none."""
+        try:
+            seq = int(dead_letter_id)
+            with self.errors("reading a dead letter"):
+                raw = await self.js.get_msg(self.dlq_stream, seq=seq)
+        except (ValueError, JsNotFound) as exc:
+            raise NotFoundError(f"no dead letter {dead_letter_id!r}") from exc
+        return self._dead_letter(seq, raw.data)
+
+    async def replay(self, dead_letter_id: str) -> Message:
+        """Publish the message (attempt 1) for its group only, then delete the dead letter."""
+        letter = await self.dead_letter(dead_letter_id)
+        message = replace(letter.message, attempt=1)
+        await self._publish(
+            self.subject(message.topic), encode(message), {REPLAY_HEADER: letter.group}
+        )
+        with self.errors("deleting a replayed dead letter"):
+            await self.js.delete_msg(self.dlq_stream, int(letter.id))
+        return message
+
+    async def purge(self, topic: str | None = None, group: str | None = None) -> int:
+        if topic is None and group is None:
+            with self.errors("purging dead letters"):
+                info = await self.js.stream_info(self.dlq_stream)
+                await self.js.purge_stream(self.dlq_stream)
+            return int(info.state.messages)
+        letters = await self.dead_letters(topic, group, limit=1 << 62)
+        with self.errors("purging dead letters"):
+            for letter in letters:
+                await self.js.delete_msg(self.dlq_stream, int(letter.id))
+        return len(letters)
+
+    async def lag(self) -> dict[str, int]:
+        """``num_pending`` (not yet delivered) of each group this broker consumes."""
+        totals: dict[str, int] = {}
+        with self.errors("reading consumer lag"):
+            for subscription in sorted(self._subscriptions, key=lambda s: s.group):
+                info = await self.js.consumer_info(self.stream, subscription.durable)
+                totals[subscription.group] = int(info.num_pending or 0)
+        return totals

@@ -1,0 +1,216 @@
+"""The consumer side of :mod:`medianest.messaging.backends.nats`: one subscription.
+
+A subscription pulls from its group's durable consumer through pull requests of its own
+(``$JS.API.CONSUMER.MSG.NEXT``) answered on a private inbox, keeping as many messages
+requested as it has free handler slots: a request asks for ``batch`` messages and stays
+open on the server until it is filled or ``expires`` (30 s), with idle heartbeats. Messages
+are handed to handlers the moment they arrive, so an idle consumer answers a publish in one
+server hop, and a busy one keeps its slots full without a request per message. (nats-py's
+``fetch(n)`` waits for all ``n`` messages or its timeout, which would hold a lone message
+back on an idle stream.) The server ends a request with a status (408 expired, 409) that
+says how many of its messages were not sent; a request that goes quiet for two heartbeats,
+or a reconnection, is forgotten and asked again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSub
+from nats.errors import Error as NatsError
+
+from medianest.errors import BackendError, ValidationError
+from medianest.messaging.backends.delivery import (
+    Backoff,
+    HandlerPool,
+    decode,
+    error_text,
+    retry_delay,
+    undecodable,
+)
+from medianest.messaging.base import Handler, Message, RetryPolicy, Subscription
+from medianest.observability import get_logger
+
+if TYPE_CHECKING:
+    from medianest.messaging.backends.nats import NatsBroker
+
+_log = get_logger("medianest.messaging.nats")
+_EXPIRES = 30.0
+_QUIET = (NatsError, BackendError, OSError)
+
+
+class NatsSubscription(Subscription):
+    """One member of ``group`` pulling from its durable consumer (module docstring)."""
+
+    def __init__(
+        self,
+        broker: NatsBroker,
+        group: str,
+        durable: str,
+        handler: Handler,
+        retry: RetryPolicy,
+        concurrency: int,
+    ) -> None:
+        self.broker, self.group, self.durable, self.retry = broker, group, durable, retry
+        self.pool: HandlerPool[Msg] = HandlerPool(
+            handler,
+            self._settle,
+            concurrency=concurrency,
+            drain_timeout=broker.drain_timeout,
+            name=f"nats:{group}",
+            touch=self._touch,
+            touch_every=broker.visibility_timeout / 3,
+            on_room=self._wake_up,
+        )
+        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{broker.stream}.{durable}"
+        self._inbox = ""
+        self._inbox_sub: NatsSub | None = None
+        self._outstanding = 0
+        self._heard = time.monotonic()
+        self._wake = asyncio.Event()
+        self._puller: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        self._inbox = self.broker.nc.new_inbox()
+        self._inbox_sub = await self.broker.nc.subscribe(self._inbox, cb=self._on_inbox)
+        self._puller = asyncio.create_task(self._pull_loop(), name=f"nats puller {self.group}")
+
+    def _wake_up(self) -> None:
+        self._wake.set()
+
+    def reconnected(self) -> None:
+        """Pull requests die with a server restart: ask again."""
+        self._outstanding = 0
+        self._wake.set()
+
+    async def _pull_loop(self) -> None:
+        heartbeat = self.broker.heartbeat
+        request = {"expires": int(_EXPIRES * 1e9), "idle_heartbeat": int(heartbeat * 1e9)}
+        backoff = Backoff()
+        while not self._closed:
+            want = self.pool.free - self._outstanding
+            enough = self._outstanding == 0 or want >= max(1, self.pool.concurrency // 2)
+            pause = heartbeat
+            if want > 0 and enough and self.broker.nc.is_connected:
+                try:
+                    payload = json.dumps({"batch": want, **request}).encode()
+                    await self.broker.nc.publish(self._next_subject, payload, reply=self._inbox)
+                    self._outstanding += want
+                    self._heard = time.monotonic()
+                    backoff.reset()
+                except (NatsError, OSError) as exc:
+                    pause = backoff.next()
+                    _log.debug("broker_pull_failed", group=self.group, error=error_text(exc))
+            elif self._outstanding and time.monotonic() - self._heard > 2 * heartbeat + 1:
+                self._outstanding = 0  # the request died with a connection: ask again
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await self._wake.wait()
+
+    async def _on_inbox(self, msg: Msg) -> None:
+        self._heard = time.monotonic()
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is None:
+            self._outstanding = max(0, self._outstanding - 1)
+            self._deliver(msg)
+            return
+        if status == "100":
+            return  # idle heartbeat
+        assert msg.headers is not None
+        unsent = msg.headers.get("Nats-Pending-Messages")
+        self._outstanding = max(0, self._outstanding - int(unsent)) if unsent else 0
+        if status not in ("404", "408"):
+            _log.debug("broker_pull_status", group=self.group, status=status, headers=msg.headers)
+        self._wake.set()
+
+    def _deliver(self, msg: Msg) -> None:
+        if self._closed:
+            return
+        topic = self.broker.topic_of(msg.subject)
+        try:
+            message = decode(msg.data)
+        except ValidationError as exc:
+            self._spawn(self._dead_letter(msg, undecodable(topic, msg.data), error_text(exc), 1))
+            return
+        target = msg.headers.get("Medianest-Group") if msg.headers else None
+        if target is not None and target != self.group:
+            self._spawn(msg.ack())  # a replay for another group
+            return
+        delivered = msg.metadata.num_delivered or 1
+        if delivered > self.retry.max_attempts:
+            error = (
+                f"not acknowledged within the ack wait ({self.broker.visibility_timeout:g} s) "
+                f"after {delivered - 1} deliveries: the consumers crashed or hung"
+            )
+            self._spawn(self._dead_letter(msg, message, error, delivered - 1))
+            return
+        if message.attempt != delivered:
+            message = replace(message, attempt=delivered)
+        self.pool.submit(message, msg)
+
+    def _spawn(self, settling: asyncio.Future[None] | object) -> None:
+        async def guarded() -> None:
+            try:
+                await settling  # type: ignore[misc]
+            except _QUIET as exc:
+                _log.warning("broker_settle_failed", consumer=self.pool.name, error=error_text(exc))
+
+        asyncio.create_task(guarded())
+
+    async def _settle(self, msg: Msg, message: Message, error: Exception | None) -> None:
+        if error is None:
+            await msg.ack()
+            return
+        delay = retry_delay(self.retry, message.attempt)
+        if delay is None:
+            await self._dead_letter(msg, message, error_text(error), message.attempt)
+        else:
+            await msg.nak(delay=delay)
+
+    async def _dead_letter(self, msg: Msg, message: Message, error: str, attempts: int) -> None:
+        try:
+            await self.broker.publish_dead_letter(message, self.group, error, attempts)
+        except Exception:
+            with contextlib.suppress(*_QUIET):
+                await msg.nak(delay=self.retry.delay(attempts))
+            raise
+        await msg.ack()
+        _log.warning(
+            "broker_dead_letter",
+            backend="nats",
+            group=self.group,
+            topic=message.topic,
+            message_id=message.id,
+            attempts=attempts,
+            error=error,
+        )
+
+    async def _touch(self, msg: Msg) -> None:
+        await msg.in_progress()
+
+    async def close(self) -> None:
+        """Stop pulling, drain the handlers, give back (nak) what never started."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        puller, self._puller = self._puller, None
+        if puller is not None:
+            puller.cancel()
+            await asyncio.gather(puller, return_exceptions=True)
+        if self._inbox_sub is not None:
+            with contextlib.suppress(*_QUIET):
+                await self._inbox_sub.unsubscribe()
+        for msg in await self.pool.drain():
+            with contextlib.suppress(*_QUIET):
+                await msg.nak()
+        self.broker.forget(self)
