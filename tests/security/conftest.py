@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from medianest.config.oidc import OidcSettings
+from medianest.database import Database, upgrade
 from medianest.security.oidc import OidcClient
 from tests.support.oidc_provider import (
     CLIENTS,
@@ -18,6 +19,7 @@ from tests.support.oidc_provider import (
     TestClient,
     running_provider,
 )
+from tests.support.wallclock import Clock
 
 SERVER_SECRET = b"medianest-test-server-secret-0123456789"
 ROLE_MAP = {"media-admins": "admin", "family": "user"}
@@ -95,3 +97,17 @@ async def make_client(
     yield make
     for oidc in made:
         await oidc.close()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """An empty, migrated database of each kind the hub supports."""
+    async with Database(database_url) as database:
+        await upgrade(database)
+        yield database
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """A wall clock that moves only when a test says so."""
+    return Clock()

@@ -12,8 +12,8 @@ import secrets
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import event, select
 
-from medianest.database import Database, upgrade
+from medianest.database import Database
 from medianest.database.schema import api_keys
 from medianest.errors import (
     AuthenticationError,
@@ -41,34 +41,10 @@ from medianest.security import (
 )
 from medianest.security import apikeys as apikeys_module
 from tests.conftest import LogCapture
+from tests.support.wallclock import Clock
 
 SECRET = secrets.token_bytes(32)
 KEY_SHAPE = re.compile(r"^mn_[0-9a-z]{12}_[0-9A-Za-z]{49}$")
-
-
-class Clock:
-    """A settable UTC clock: tests move time instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    async with Database(database_url) as database:
-        await upgrade(database)
-        yield database
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +16,7 @@ from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import event, select
 
 from medianest.config.identity import IdentitySettings
-from medianest.database import Database, upgrade
+from medianest.database import Database
 from medianest.database.schema import sessions
 from medianest.errors import AuthenticationError, NotFoundError, ValidationError
 from medianest.security.apikeys import extract_api_key
@@ -27,32 +27,10 @@ from medianest.security.users import UserService
 from medianest.security.users_store import User
 from medianest.security.vault import Vault
 from tests.conftest import LogCapture
+from tests.support.wallclock import Clock
 
 PASSWORD = "correct horse battery"
 REJECTED = "invalid or expired session"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    async with Database(database_url) as database:
-        await upgrade(database)
-        yield database
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,33 +28,11 @@ from medianest.security.tokens import TokenIssuer
 from medianest.security.users_store import User
 from medianest.security.vault import Vault
 from tests.conftest import LogCapture
+from tests.support.wallclock import Clock
 
 ISSUER = "https://hub.example"
 KEY = secrets.token_bytes(32)
 REJECTED = "invalid or expired token"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    async with Database(database_url) as database:
-        await upgrade(database)
-        yield database
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,7 +12,7 @@ from argon2 import PasswordHasher
 from sqlalchemy import select, update
 
 from medianest.config.identity import IdentitySettings
-from medianest.database import Database, upgrade
+from medianest.database import Database
 from medianest.database.schema import instance_metadata, users
 from medianest.errors import (
     AuthenticationError,
@@ -29,6 +27,7 @@ from medianest.security.roles import ROLE_SCOPES, SCOPES, Principal, Role, scope
 from medianest.security.users import UserService
 from medianest.security.vault import Vault
 from tests.conftest import LogCapture
+from tests.support.wallclock import Clock
 
 KEY = secrets.token_bytes(32)
 PASSWORD = "correct horse battery"
@@ -37,29 +36,6 @@ PASSWORD = "correct horse battery"
 def cheap(**params: int) -> Passwords:
     options = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1, **params}
     return Passwords(PasswordHasher(**options))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    async with Database(database_url) as database:
-        await upgrade(database)
-        yield database
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -40,19 +40,15 @@ from medianest.discovery.backends.sql import SqlRegistry
 from medianest.discovery.backends.static import StaticRegistry
 from tests.support.postgres import fresh_database
 from tests.support.services import require_service
+from tests.support.wallclock import Clock
 
 
-class FakeWallClock:
-    """A wall clock (aware UTC datetimes) that moves only when told to."""
+class FakeWallClock(Clock):
+    """The shared settable clock, starting at the real time (registry TTLs are compared
+    with timestamps other processes write)."""
 
     def __init__(self, start: datetime | None = None) -> None:
-        self.now = start or datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+        super().__init__(start or datetime.now(UTC))
 
 
 RegistryFactory = Callable[
