@@ -12,28 +12,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import os
-import re
 import signal
-import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 from fastapi import FastAPI
 
 from medianest import __version__
-from medianest.aggregation import IntegrationAggregator, Source, create_cache
+from medianest.aggregation import IntegrationAggregator, create_cache
 from medianest.api import health, problems, wellknown
 from medianest.api import v1 as api_v1
 from medianest.api.health import ReadinessCheck
 from medianest.api.middleware import RequestContextMiddleware
 from medianest.backends import mask_url, url_scheme
-from medianest.config import Settings, UpstreamSettings
+from medianest.config import Settings
 from medianest.database import Database
 from medianest.database import migrations_runner as migrations
-from medianest.discovery import ServiceInstance, ServiceRegistry, create_registry
+from medianest.discovery import ServiceRegistry, create_registry
 from medianest.discovery.health import HealthChecker
 from medianest.discovery.membership import Membership
 from medianest.errors import BackendError
@@ -46,6 +42,7 @@ from medianest.observability import configure_logging, get_logger
 from medianest.propagation import Propagation, instance_group
 from medianest.security import ApiKeyService, server_secret
 from medianest.security.identity import Identity
+from medianest.wiring import build_identity, hub_instances, reachability, search_sources
 
 _log = get_logger("medianest.app")
 
@@ -278,7 +275,7 @@ class Hub:
         checks = self.readiness_checks()
         for name, upstream in self.settings.upstreams.items():
             if upstream.enabled:
-                checks.append(ReadinessCheck(f"upstream:{name}", _reachability(upstream), 6.0))
+                checks.append(ReadinessCheck(f"upstream:{name}", reachability(upstream), 6.0))
         return checks
 
     async def _check_database(self) -> str:
@@ -305,98 +302,6 @@ class Hub:
             pending = ", ".join(state.pending)
             raise RuntimeError(f"pending migrations: {pending} (run `medianest migrate`)")
         return f"at {state.current}"
-
-
-def build_identity(
-    settings: Settings, database: Database, api_keys: ApiKeyService, secret: bytes
-) -> Identity:
-    """People, sessions, access tokens and single sign-on, from the settings."""
-    from medianest.security.oidc import OidcClient
-    from medianest.security.sessions import SessionService
-    from medianest.security.tokens import TokenIssuer
-    from medianest.security.users import UserService
-    from medianest.security.vault import Vault
-
-    identity = settings.identity
-    base = settings.server.base_url
-    vault = Vault.from_config(identity.encryption_keys, secret)
-    users = UserService.from_settings(database, vault, identity)
-    sessions = SessionService.from_settings(database, users, identity)
-    tokens = TokenIssuer.from_settings(database, vault, identity, base)
-    oidc = None
-    if settings.oidc is not None:
-        redirect = settings.oidc.redirect_uri or f"{base}/api/v1/auth/oidc/callback"
-        oidc = OidcClient(settings.oidc, secret=secret, redirect_uri=redirect)
-    return Identity(users, sessions, tokens, api_keys, oidc=oidc)
-
-
-_HEALTH_PATHS = {"plex": "/identity", "overseerr": "/api/v1/status", "jellyseerr": "/api/v1/status"}
-
-
-def hub_instances(settings: Settings) -> list[ServiceInstance]:
-    """What this process registers: one instance per role it runs, and each configured
-    upstream (as the instance its URL names, health-checked where the kind has a cheap
-    unauthenticated endpoint)."""
-    node = re.sub(r"[^A-Za-z0-9._:-]", "-", f"{socket.gethostname()}-{os.getpid()}")[:100]
-    base = settings.server.base_url
-    meta = {"host": socket.gethostname(), "pid": str(os.getpid())}
-    found = [
-        ServiceInstance(
-            id=f"{node}-{role}",
-            name=f"medianest-{role}",
-            version=__version__,
-            endpoints=(base,),
-            health_check_url=f"{base}/health",
-            tags=("medianest", role),
-            metadata=meta,
-        )
-        for role in settings.server.roles
-    ]
-    for name, upstream in settings.upstreams.items():
-        if not upstream.enabled or not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", name):
-            continue
-        url = str(upstream.url).rstrip("/")
-        path = _HEALTH_PATHS.get(settings.upstream_kind(name))
-        found.append(
-            ServiceInstance(
-                id=f"upstream-{name}",
-                name=name,
-                endpoints=(url,),
-                health_check_url=f"{url}{path}" if path else None,
-                tags=("upstream", settings.upstream_kind(name)),
-            )
-        )
-    return found
-
-
-def search_sources(integrations: Integrations) -> list[Source]:
-    """What unified search asks: every Plex server and every Overseerr/Jellyseerr."""
-    from medianest.integrations.overseerr import OverseerrAdapter
-    from medianest.integrations.plex import PlexAdapter
-
-    plex = [Source(a.name, a.kind, a.search) for a in integrations.all_of(PlexAdapter)]
-    requests = [
-        Source(a.name, a.kind, a.search_items) for a in integrations.all_of(OverseerrAdapter)
-    ]
-    return plex + requests
-
-
-def _reachability(upstream: UpstreamSettings) -> Any:
-    async def probe() -> str:
-        timeout = aiohttp.ClientTimeout(total=5)
-        try:
-            async with (
-                aiohttp.ClientSession(timeout=timeout) as session,
-                session.get(str(upstream.url), allow_redirects=False) as response,
-            ):
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise RuntimeError(f"unreachable: {type(exc).__name__} {exc}".strip()) from exc
-        if status >= 500:
-            raise RuntimeError(f"answered HTTP {status}")
-        return f"HTTP {status} from {mask_url(str(upstream.url))}"
-
-    return probe
 
 
 class HubApp(FastAPI):
