@@ -167,3 +167,75 @@ processed_messages = Table(
 """Messages a consumer group has handled (:mod:`medianest.messaging.idempotency`): one row
 per (group, message id), written with the handler's own effects when it can be, kept until
 ``expires_at`` so that redeliveries within that time take effect once."""
+
+events = Table(
+    "events",
+    metadata,
+    Column(
+        "position",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("id", String(36), nullable=False, unique=True),
+    Column("stream_id", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("type", String(200), nullable=False, index=True),
+    Column("schema_version", Integer, nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("metadata", JSON, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("stream_id", "version"),
+)
+"""The event store's log (:mod:`medianest.events.backends.sql`): ``position`` is assigned by
+the appender from ``event_position`` (never a sequence), so positions are gap-free and in
+commit order; ``(stream_id, version)`` is each stream's own numbering."""
+
+event_streams = Table(
+    "event_streams",
+    metadata,
+    Column("stream_id", String(200), primary_key=True),
+    Column("version", Integer, nullable=False),
+)
+"""One row per stream with its current version: the row appenders to one stream lock."""
+
+event_position = Table(
+    "event_position",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("last", BigInteger, nullable=False),
+    CheckConstraint("id = 1", name="single_row"),
+)
+"""The last position handed out (one row): appenders add to it in their transaction, which
+serialises position assignment in commit order."""
+
+event_snapshots = Table(
+    "event_snapshots",
+    metadata,
+    Column("stream_id", String(200), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("schema_version", Integer, nullable=False),
+    Column("state", JSON, nullable=False),
+    Column("taken_at", DateTime(timezone=True), nullable=False),
+)
+"""The newest snapshot of each stream's aggregate state."""
+
+event_checkpoints = Table(
+    "event_checkpoints",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+"""Where each named subscriber stopped, for subscribers without a table of their own."""
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("owner", String(200), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+"""Named leases (:mod:`medianest.events.leases`): which instance runs a job that must run
+once at a time (the outbox relay, driving one saga) and until when; a row past
+``expires_at`` may be taken over by anyone."""

@@ -1,0 +1,1 @@
+"""Event store backends, chosen by URL through :data:`medianest.events.base.STORES`."""
