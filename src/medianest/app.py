@@ -33,6 +33,8 @@ from medianest.discovery import ServiceRegistry, create_registry
 from medianest.discovery.health import HealthChecker
 from medianest.discovery.membership import Membership
 from medianest.errors import BackendError
+from medianest.events import EventStore, create_event_store
+from medianest.events.outbox import OutboxRelay
 from medianest.gateway.discovered import DiscoveredTargets
 from medianest.gateway.proxy import Gateway, GatewayMiddleware
 from medianest.gateway.ratelimit import RateLimiter
@@ -40,6 +42,7 @@ from medianest.integrations.registry import Integrations
 from medianest.messaging import Broker, create_broker
 from medianest.observability import configure_logging, get_logger
 from medianest.propagation import Propagation, instance_group
+from medianest.sagas import SagaOrchestrator
 from medianest.security import ApiKeyService, server_secret
 from medianest.security.identity import Identity
 from medianest.wiring import build_identity, hub_instances, reachability, search_sources
@@ -76,6 +79,8 @@ class Hub:
         self.discovered: DiscoveredTargets | None = None
         self.broker: Broker | None = None
         self.propagation: Propagation | None = None
+        self.event_store: EventStore | None = None
+        self.sagas: SagaOrchestrator | None = None
         self._reports: set[asyncio.Task[None]] = set()
         self._stack = contextlib.AsyncExitStack()
         self.started_at: float | None = None
@@ -118,10 +123,38 @@ class Hub:
             )
             if self.registry is not None:
                 await self._start_discovery_work()
+            if migrated:
+                await self._start_events()
         except BaseException:
             await self.close()
             raise
         self.started_at = time.monotonic()
+
+    async def _start_events(self) -> None:
+        """The event store; in ``workers``, the outbox relay and saga recovery too."""
+        found = self.settings.events
+        url = found.url or self.settings.database_url
+        options: dict[str, Any] = {}
+        if not found.url:
+            options["database"] = self.database
+        self.event_store = create_event_store(url, **options)
+        await self.event_store.start()
+        self._stack.push_async_callback(self.event_store.close)
+        self.sagas = SagaOrchestrator(self.event_store, [], lease_ttl=found.saga_lease_ttl)
+        self._stack.push_async_callback(self.sagas.close)
+        if "workers" not in self.settings.server.roles:
+            return
+        await self.sagas.recover()
+        await self.sagas.start_recovery(found.saga_recovery_interval)
+        if self.broker is not None:
+            relay = OutboxRelay(
+                self.event_store,
+                self.broker,
+                lease_ttl=found.relay_lease_ttl,
+                batch_size=found.relay_batch_size,
+            )
+            await relay.start()
+            self._stack.push_async_callback(relay.close)
 
     async def _start_broker(self) -> None:
         messaging = self.settings.messaging
@@ -376,6 +409,8 @@ def create_app(
         app.state.gateway = hub.gateway
         app.state.registry = hub.registry
         app.state.broker = hub.broker
+        app.state.event_store = hub.event_store
+        app.state.sagas = hub.sagas
         app.state.allow_anonymous = settings.allow_anonymous
         # Start-up objects live as long as the process: keep them out of every later
         # collection (a full one over them paused request handling ~90 ms under load).

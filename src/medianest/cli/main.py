@@ -88,7 +88,18 @@ def version() -> None:
 
 
 def _register() -> None:
-    from medianest.cli import admin, demo, dlq, doctor, gateway, keys, migrate, serve, services
+    from medianest.cli import (
+        admin,
+        demo,
+        dlq,
+        doctor,
+        gateway,
+        keys,
+        migrate,
+        sagas,
+        serve,
+        services,
+    )
 
     app.command("serve")(serve.serve)
     app.command("demo")(demo.demo)
@@ -100,6 +111,7 @@ def _register() -> None:
     app.add_typer(admin.app, name="admin")
     app.add_typer(services.app, name="services")
     app.add_typer(dlq.app, name="dlq")
+    app.add_typer(sagas.app, name="sagas")
 
 
 _register()

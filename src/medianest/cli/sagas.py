@@ -15,7 +15,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from rich.markup import escape
@@ -51,13 +51,8 @@ IdArgument = Annotated[str, typer.Argument(help="Saga id (from `medianest sagas 
 
 
 def events_url(option: str | None, settings: Settings) -> str:
-    """``--events``, else ``[events] url`` when the hub has that section, else the main
-    database (the SQL event store's default home)."""
-    if option:
-        return option
-    section: Any = getattr(settings, "events", None)
-    configured = getattr(section, "url", None)
-    return str(configured) if configured else settings.database_url
+    """``--events``, else ``[events] url``, else the main database (the default home)."""
+    return option or settings.events.url or settings.database_url
 
 
 @contextlib.asynccontextmanager

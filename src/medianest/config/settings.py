@@ -31,6 +31,7 @@ from pydantic_settings import (
 )
 
 from medianest.config.discovery import DiscoverySettings
+from medianest.config.events import EventsSettings
 from medianest.config.gateway import GatewaySettings
 from medianest.config.identity import IdentitySettings
 from medianest.config.messaging import MessagingSettings
@@ -230,6 +231,7 @@ class Settings(BaseSettings):
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
     messaging: MessagingSettings = Field(default_factory=MessagingSettings)
+    events: EventsSettings = Field(default_factory=EventsSettings)
     oidc: OidcSettings | None = Field(
         None, description="Single sign-on with an OpenID provider: `[oidc]`, off when absent."
     )

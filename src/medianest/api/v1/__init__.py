@@ -7,6 +7,7 @@ from medianest.api.v1 import (
     admin_dlq,
     admin_gateway,
     admin_keys,
+    admin_sagas,
     admin_services,
     admin_users,
     auth,
@@ -24,5 +25,6 @@ router.include_router(admin_gateway.router)
 router.include_router(admin_users.router)
 router.include_router(admin_services.router)
 router.include_router(admin_dlq.router)
+router.include_router(admin_sagas.router)
 
 __all__ = ["router"]
