@@ -1,10 +1,11 @@
 """RabbitMQ broker (aio-pika): ``amqp://user:password@host:5672/vhost[?prefix=...]``
 (``amqps://`` for TLS).
 
-Options (keyword or URL query; other query parameters go to aio-pika): ``prefix`` of every
-exchange and queue name (default ``medianest``), ``drain_timeout`` (10), ``timeout`` seconds
-for a publisher confirm or any other call (5), ``reconnect_interval`` seconds between two
-reconnection attempts of the robust connection (1).
+Options (keyword, or URL query for the plain ones; other query parameters go to aio-pika):
+``prefix`` of every exchange and queue name (default ``medianest``); ``retry``, the default
+:class:`RetryPolicy`; ``drain_timeout`` (10); ``timeout`` seconds for a publisher confirm or
+any other call (5); ``reconnect_interval`` seconds between two reconnection attempts of the
+robust connection (1); ``lag_interval`` (5); ``metrics``.
 
 Topology under the prefix ``p``:
 
@@ -37,7 +38,9 @@ deliveries, so a redelivered message is published again with ``attempt + 1`` and
 acknowledged, which counts a crash as an attempt and dead-letters a message that keeps
 killing its consumers. **Ordering**: one queue is FIFO, but with several consumers, a
 prefetch above 1 and retries that come back later, per-key order is not guaranteed
-(``ordered_keys = False``). **Lag** (:meth:`lag`): messages ready in each group's queue.
+(``ordered_keys = False``). **Lag**: messages ready in each group's queue and in the delay
+queues this process declared, plus the handlers running here (AMQP does not count another
+consumer's unacknowledged messages; the management API would).
 Handlers must finish within RabbitMQ's ``consumer_timeout`` (30 minutes by default).
 """
 
@@ -45,7 +48,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
 from typing import Any
 
 import aio_pika
@@ -65,7 +67,7 @@ from medianest.messaging.backends.amqp_consumer import (
     amqp_message,
     dead_letter_of,
 )
-from medianest.messaging.backends.delivery import error_text, positive, split_options
+from medianest.messaging.backends.delivery import LagCache, broker_options, error_text
 from medianest.messaging.base import (
     Broker,
     DeadLetter,
@@ -74,14 +76,18 @@ from medianest.messaging.base import (
     RetryPolicy,
     check_group,
     check_pattern,
-    check_topic,
 )
+from medianest.messaging.metrics import MessagingMetrics
+from medianest.messaging.wire import encode
 
 _DEFAULTS: dict[str, Any] = {
     "prefix": "medianest",
     "drain_timeout": 10.0,
     "timeout": 5.0,
     "reconnect_interval": 1.0,
+    "lag_interval": 5.0,
+    "retry": None,
+    "metrics": None,
 }
 
 
@@ -91,23 +97,22 @@ class AmqpBroker(Broker):
     ordered_keys = False
 
     def __init__(self, url: str, **options: Any) -> None:
-        driver_url, from_query = split_options(url, _DEFAULTS)
-        unknown = set(options) - set(_DEFAULTS)
-        if unknown:
-            raise TypeError(f"unknown AMQP broker options: {', '.join(sorted(unknown))}")
-        merged = {**_DEFAULTS, **from_query, **options}
+        driver_url, merged = broker_options(url, _DEFAULTS, options)
         self.url = url
         self.prefix = str(merged["prefix"])
         self.drain_timeout = float(merged["drain_timeout"])
-        self.timeout = positive("timeout", float(merged["timeout"]))
-        self.reconnect_interval = positive(
-            "reconnect_interval", float(merged["reconnect_interval"])
-        )
+        self.timeout = float(merged["timeout"])
+        self.reconnect_interval = float(merged["reconnect_interval"])
+        self.retry: RetryPolicy = merged["retry"] or RetryPolicy()
+        self.metrics: MessagingMetrics = merged["metrics"] or MessagingMetrics.for_registry()
+        self._lag = LagCache(self._read_lag, float(merged["lag_interval"]))
         self._driver_url = driver_url
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._exchange: AbstractRobustExchange | None = None
         self._subscriptions: set[AmqpSubscription] = set()
+        self.declared: set[str] = {self.dead_letter_queue}
+        """Names of the queues this broker declared (tools and tests delete them)."""
 
     def __repr__(self) -> str:
         return f"AmqpBroker({mask_url(self.url)!r}, prefix={self.prefix!r})"
@@ -176,10 +181,13 @@ class AmqpBroker(Broker):
             )
             queue = await self._channel.declare_queue(self.dead_letter_queue, durable=True)
             await queue.bind(dlx)
+        self.metrics.attach(self)
 
     async def close(self) -> None:
         for subscription in list(self._subscriptions):
             await subscription.close()
+        await self._lag.stop()
+        self.metrics.detach(self)
         connection, self._connection = self._connection, None
         self._channel = self._exchange = None
         if connection is not None:
@@ -194,13 +202,14 @@ class AmqpBroker(Broker):
 
     async def publish(self, message: Message) -> None:
         """Publish to the topic exchange and wait for RabbitMQ's confirm."""
-        check_topic(message.topic)
+        message, text = encode(message)
         if self._exchange is None:
             raise BackendUnavailable("amqp broker is not started", backend=mask_url(self.url))
         with self.errors("publishing"):
             await self._exchange.publish(
-                amqp_message(message), message.topic, mandatory=False, timeout=self.timeout
+                amqp_message(message, text), message.topic, mandatory=False, timeout=self.timeout
             )
+        self.metrics.published(message.topic)
 
     async def subscribe(
         self,
@@ -214,11 +223,13 @@ class AmqpBroker(Broker):
         check_pattern(pattern)
         check_group(group)
         subscription = AmqpSubscription(
-            self, pattern, group, handler, retry or RetryPolicy(), concurrency
+            self, pattern, group, handler, retry or self.retry, concurrency
         )
+        self.declared.add(self.group_queue(group))
         with self.errors("subscribing"):
             await subscription.start()
         self._subscriptions.add(subscription)
+        self._lag.start()
         return subscription
 
     def forget(self, subscription: AmqpSubscription) -> None:
@@ -277,12 +288,13 @@ class AmqpBroker(Broker):
                 if raw.message_id != dead_letter_id:
                     continue
                 letter = dead_letter_of(self, raw)
-                message = replace(letter.message, attempt=1)
+                message, text = encode(letter.message)
                 queue = await channel.declare_queue(
                     self.group_queue(letter.group), durable=True, arguments=self.group_arguments()
                 )
+                self.declared.add(queue.name)
                 await channel.default_exchange.publish(
-                    amqp_message(message), queue.name, timeout=self.timeout
+                    amqp_message(message, text), queue.name, timeout=self.timeout
                 )
                 await raw.ack()
                 return message
@@ -305,14 +317,27 @@ class AmqpBroker(Broker):
                     purged += 1
         return purged
 
-    async def lag(self) -> dict[str, int]:
-        """Messages ready (not yet delivered) in the queue of each group this broker
-        consumes."""
+    def lag(self) -> dict[str, int] | None:
+        """Messages not yet acked per group this broker consumes (module docstring), as
+        read every ``lag_interval`` seconds."""
+        return self._lag.value
+
+    async def refresh_lag(self) -> dict[str, int]:
+        """Read the lag now (what :meth:`lag` reports from then on)."""
+        return await self._lag.refresh()
+
+    async def _read_lag(self) -> dict[str, int]:
         totals: dict[str, int] = {}
         async with self._temporary_channel("reading consumer lag") as channel:
-            for group in sorted({s.group for s in self._subscriptions}):
-                queue = await channel.declare_queue(
-                    self.group_queue(group), durable=True, arguments=self.group_arguments()
-                )
-                totals[group] = int(queue.declaration_result.message_count or 0)
+            for subscription in list(self._subscriptions):
+                group = subscription.group
+                if group not in totals:
+                    queue = await channel.declare_queue(
+                        self.group_queue(group), durable=True, arguments=self.group_arguments()
+                    )
+                    totals[group] = int(queue.declaration_result.message_count or 0)
+                totals[group] += subscription.pool.busy
+                for name in subscription.retry_queues:
+                    delayed = await channel.declare_queue(name, passive=True)
+                    totals[group] += int(delayed.declaration_result.message_count or 0)
         return totals

@@ -5,12 +5,14 @@ consumes its group's queue, and runs each handler in the task aio-pika gives the
 Every outcome is published (confirmed) before the delivery is acknowledged — a retry to
 the group's delay queue, a dead letter to the dead-letter exchange — so a crash in between
 duplicates a message but never loses one. When settling fails on a live channel the
-delivery is rejected with requeue, so it cannot sit unacknowledged in a prefetch slot.
+delivery is given back (requeued), so it cannot sit unacknowledged in a prefetch slot; a
+cancelled handler's delivery is given back the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -27,10 +29,8 @@ from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 from medianest.errors import ValidationError
 from medianest.messaging.backends.delivery import (
     HandlerPool,
-    decode,
-    encode,
+    envelope,
     error_text,
-    retry_delay,
     undecodable,
 )
 from medianest.messaging.base import (
@@ -41,6 +41,7 @@ from medianest.messaging.base import (
     Subscription,
     uuid7,
 )
+from medianest.messaging.wire import decode
 from medianest.observability import get_logger
 
 if TYPE_CHECKING:
@@ -52,11 +53,16 @@ _QUIET = (AMQPError, ChannelInvalidStateError, OSError, TimeoutError)
 
 
 def amqp_message(
-    message: Message, *, message_id: str | None = None, headers: dict[str, Any] | None = None
+    message: Message,
+    text: str | None = None,
+    *,
+    message_id: str | None = None,
+    headers: dict[str, Any] | None = None,
 ) -> aio_pika.Message:
-    """The envelope as a persistent AMQP message (``message_id`` = the message's id)."""
+    """The envelope (``text`` when already encoded) as a persistent AMQP message whose
+    ``message_id`` is the message's id unless given."""
     return aio_pika.Message(
-        encode(message),
+        (text or envelope(message)).encode(),
         content_type="application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         message_id=message_id or message.id,
@@ -77,7 +83,8 @@ def dead_letter_of(broker: AmqpBroker, raw: Incoming) -> DeadLetter:
     except ValidationError:
         message = undecodable(raw.routing_key or "unknown", raw.body)
     deaths = headers.get("x-death")
-    death: dict[str, Any] = deaths[0] if isinstance(deaths, list) and deaths else {}
+    first = deaths[0] if isinstance(deaths, list) and deaths else None
+    death: dict[str, Any] = dict(first) if isinstance(first, dict) else {}
     group = _text(headers.get("x-medianest-group", "")) or _text(
         death.get("queue", "")
     ).removeprefix(broker.group_queue(""))
@@ -90,13 +97,13 @@ def dead_letter_of(broker: AmqpBroker, raw: Incoming) -> DeadLetter:
         error=_text(error)
         if error is not None
         else f"dead-lettered by RabbitMQ: {death.get('reason')}",
-        attempts=int(headers.get("x-medianest-attempts", message.attempt)),  # type: ignore[call-overload]
+        attempts=int(str(headers.get("x-medianest-attempts", message.attempt))),
         failed_at=datetime.fromisoformat(_text(failed_at)) if failed_at else datetime.now(UTC),
     )
 
 
 class AmqpSubscription(Subscription):
-    """One consumer of ``group``'s queue (see the module docstring)."""
+    """One consumer of ``group``'s queue (see the module docstring); the pool's settlement."""
 
     def __init__(
         self,
@@ -107,21 +114,26 @@ class AmqpSubscription(Subscription):
         retry: RetryPolicy,
         concurrency: int,
     ) -> None:
-        self.broker, self.pattern, self.group, self.retry = broker, pattern, group, retry
+        self.broker, self.pattern, self.group, self.policy = broker, pattern, group, retry
         self.queue_name = broker.group_queue(group)
         self.pool: HandlerPool[Incoming] = HandlerPool(
             handler,
-            self._settle,
+            self,
+            group=group,
+            retry=retry,
             concurrency=concurrency,
             drain_timeout=broker.drain_timeout,
-            name=f"amqp:{group}",
+            metrics=broker.metrics,
         )
         self._channel: AbstractRobustChannel | None = None
         self._dlx: AbstractRobustExchange | None = None
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
-        self._retry_queues: set[str] = set()
+        self.retry_queues: set[str] = set()
         self._closed = False
+
+    def __repr__(self) -> str:
+        return f"AmqpSubscription({self.pattern!r}, group={self.group!r})"
 
     @property
     def channel(self) -> AbstractRobustChannel:
@@ -145,50 +157,36 @@ class AmqpSubscription(Subscription):
         self._tag = await self._queue.consume(self._on_message)
 
     async def _on_message(self, incoming: Incoming) -> None:
-        if self._closed:
-            return  # left unacknowledged: RabbitMQ requeues it when the channel closes
         try:
             message = decode(incoming.body)
         except ValidationError as exc:
             stand_in = undecodable(incoming.routing_key or "unknown", incoming.body)
-            await self._guarded(self._dead_letter(incoming, stand_in, error_text(exc), 1))
+            error = f"undecodable envelope: {error_text(exc)}"
+            await self._quietly(self.dead_letter(incoming, stand_in, error, 1))
             return
-        if incoming.redelivered:
-            await self._guarded(self._count_redelivery(incoming, message))
-            return
+        if incoming.redelivered and not self._closed:
+            # A consumer died (or let go) holding this message: that delivery counts.
+            message = replace(message, attempt=message.attempt + 1)
+            if message.attempt <= self.policy.max_attempts:
+                await self._quietly(
+                    self._settle_by(incoming, self._publish_to(self.queue_name, message))
+                )
+                return
         await self.pool.run(message, incoming)
 
-    async def _guarded(self, settling: Any) -> None:
+    async def _quietly(self, settling: Awaitable[None]) -> None:
         try:
             await settling
         except Exception as exc:
-            _log.warning("broker_settle_failed", consumer=self.pool.name, error=error_text(exc))
-
-    async def _count_redelivery(self, incoming: Incoming, message: Message) -> None:
-        """A consumer died holding this message: count that delivery as an attempt."""
-        again = replace(message, attempt=message.attempt + 1)
-        if again.attempt > self.retry.max_attempts:
-            error = (
-                f"not acknowledged after {message.attempt} deliveries: the consumers crashed "
-                "or lost their connection"
+            _log.warning(
+                "could not settle a message; RabbitMQ delivers it again later",
+                group=self.group,
+                error=error_text(exc),
             )
-            await self._dead_letter(incoming, message, error, message.attempt)
-            return
-        await self._rejecting_on_failure(incoming, self._publish_to(self.queue_name, again))
 
-    async def _settle(self, incoming: Incoming, message: Message, error: Exception | None) -> None:
-        if error is None:
-            await incoming.ack()
-            return
-        delay = retry_delay(self.retry, message.attempt)
-        if delay is None:
-            await self._dead_letter(incoming, message, error_text(error), message.attempt)
-            return
-        queue = await self._retry_queue(delay)
-        again = replace(message, attempt=message.attempt + 1)
-        await self._rejecting_on_failure(incoming, self._publish_to(queue, again))
-
-    async def _rejecting_on_failure(self, incoming: Incoming, publishing: Any) -> None:
+    async def _settle_by(self, incoming: Incoming, publishing: Awaitable[object]) -> None:
+        """Publish (confirmed), then ack; on failure give the delivery back (requeue), so
+        that it cannot sit unacknowledged in a prefetch slot of a live channel."""
         try:
             await publishing
             await incoming.ack()
@@ -206,7 +204,7 @@ class AmqpSubscription(Subscription):
         """The group's delay queue for ``delay`` seconds, declared on first use."""
         millis = max(1, round(delay * 1000))
         name = f"{self.broker.prefix}.retry.{self.group}.{millis}"
-        if name not in self._retry_queues:
+        if name not in self.retry_queues:
             await self.channel.declare_queue(
                 name,
                 durable=True,
@@ -216,10 +214,24 @@ class AmqpSubscription(Subscription):
                     "x-dead-letter-routing-key": self.queue_name,
                 },
             )
-            self._retry_queues.add(name)
+            self.retry_queues.add(name)
+            self.broker.declared.add(name)
         return name
 
-    async def _dead_letter(
+    # -- settlement (see HandlerPool) -----------------------------------------------------
+
+    async def ack(self, incoming: Incoming, message: Message) -> None:
+        await incoming.ack()
+
+    async def retry(self, incoming: Incoming, message: Message, delay: float) -> None:
+        queue = await self._retry_queue(delay)
+        again = replace(message, attempt=message.attempt + 1)
+        await self._settle_by(incoming, self._publish_to(queue, again))
+
+    async def release(self, incoming: Incoming, message: Message) -> None:
+        await incoming.nack(requeue=True)
+
+    async def dead_letter(
         self, incoming: Incoming, message: Message, error: str, attempts: int
     ) -> None:
         assert self._dlx is not None
@@ -230,17 +242,10 @@ class AmqpSubscription(Subscription):
             "x-medianest-failed-at": datetime.now(UTC).isoformat(),
         }
         letter = amqp_message(message, message_id=uuid7(), headers=headers)
-        publishing = self._dlx.publish(letter, "", timeout=self.broker.timeout)
-        await self._rejecting_on_failure(incoming, publishing)
-        _log.warning(
-            "broker_dead_letter",
-            backend="amqp",
-            group=self.group,
-            topic=message.topic,
-            message_id=message.id,
-            attempts=attempts,
-            error=error,
-        )
+        await self._settle_by(incoming, self._dlx.publish(letter, "", timeout=self.broker.timeout))
+
+    async def touch(self, incoming: Incoming) -> None:
+        return None  # RabbitMQ only redelivers when the channel dies (or consumer_timeout)
 
     async def close(self) -> None:
         """Cancel the consumer, drain the handlers, close the channel (RabbitMQ requeues

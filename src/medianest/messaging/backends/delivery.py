@@ -12,8 +12,9 @@
   not hand their message to another consumer meanwhile (the visibility timeout);
 * :func:`undecodable`: a stand-in message for a body that is not an envelope, so that it
   can be dead-lettered (nothing is silently dropped);
-* :func:`split_options`: broker options given as URL query parameters;
-* :class:`Backoff`: the pause between reconnection attempts of a consumer loop.
+* :func:`broker_options`: broker options given as keywords or URL query parameters;
+* :class:`Backoff`: the pause between reconnection attempts of a consumer loop;
+* :class:`LagCache`: the lag gauge's numbers, read from the server in the background.
 
 The wire form is :mod:`medianest.messaging.wire`'s, as on every backend.
 """
@@ -21,14 +22,14 @@ The wire form is :mod:`medianest.messaging.wire`'s, as on every backend.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
+import json
 import os
 import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -134,7 +135,8 @@ class Backoff:
 
 
 class HandlerPool(Generic[D]):
-    """Runs ``handler`` for each submitted delivery of ``group`` (module docstring)."""
+    """Runs ``handler`` for each submitted delivery of ``group`` (module docstring);
+    ``on_room`` is called whenever a slot frees up."""
 
     def __init__(
         self,
@@ -147,6 +149,7 @@ class HandlerPool(Generic[D]):
         drain_timeout: float,
         metrics: MessagingMetrics,
         touch_every: float | None = None,
+        on_room: Callable[[], None] | None = None,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValidationError(
@@ -155,7 +158,7 @@ class HandlerPool(Generic[D]):
             )
         self.handler, self.settlement, self.group, self.retry = handler, settlement, group, retry
         self.concurrency, self.drain_timeout, self.metrics = concurrency, drain_timeout, metrics
-        self._touch_every = touch_every
+        self._touch_every, self._on_room = touch_every, on_room
         self._running: dict[asyncio.Task[None], tuple[D, float]] = {}
         self._backlog: deque[tuple[Message, D]] = deque()
         self._room = asyncio.Event()
@@ -209,7 +212,7 @@ class HandlerPool(Generic[D]):
             self._running.pop(task, None)
             self._room.set()
 
-    def background(self, work: Awaitable[None]) -> None:
+    def background(self, work: Awaitable[object]) -> None:
         """Run a settling operation outside any handler slot (kept until it is done)."""
 
         async def run() -> None:
@@ -229,6 +232,8 @@ class HandlerPool(Generic[D]):
         if self._backlog and not self._closed:
             self._start(*self._backlog.popleft())
         self._room.set()
+        if self._on_room is not None:
+            self._on_room()
 
     async def _process(self, message: Message, delivery: D) -> None:
         started = time.perf_counter()
@@ -348,10 +353,39 @@ class HandlerPool(Generic[D]):
         self._room.set()
 
 
-@contextlib.contextmanager
-def never_raises(what: str) -> Any:
-    """Log and swallow an exception of a best-effort step (closing a channel...)."""
-    try:
-        yield
-    except Exception as exc:
-        _log.debug(f"{what} failed", error=error_text(exc))
+def envelope(message: Message) -> str:
+    """The JSON envelope of a message already checked by :func:`~medianest.messaging.wire.
+    encode` once (a redelivery keeps its ``attempt``, which ``encode`` would reset)."""
+    return json.dumps(message.to_wire(), ensure_ascii=False)
+
+
+class LagCache:
+    """The lag per group as last read by ``read`` every ``interval`` seconds in the
+    background, so that :meth:`~medianest.messaging.base.Broker.lag` never blocks."""
+
+    def __init__(self, read: Callable[[], Awaitable[dict[str, int]]], interval: float) -> None:
+        self._read, self.interval = read, interval
+        self.value: dict[str, int] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="broker lag")
+
+    async def refresh(self) -> dict[str, int]:
+        self.value = await self._read()
+        return self.value
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception as exc:
+                _log.debug("reading consumer lag failed", error=error_text(exc))
+            await asyncio.sleep(self.interval)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

@@ -1,16 +1,22 @@
 """NATS JetStream broker (nats-py): ``nats://[user:password@]host:4222[?prefix=...]``.
 
-Options (keyword or URL query): ``prefix`` — subject root and stream name, letters, digits,
-``-`` and ``_`` (default ``medianest``); ``visibility_timeout`` — the consumers' ack wait in
-seconds (30); ``drain_timeout`` (10); ``timeout`` seconds for a publish acknowledgement or any
-other JetStream call (5); ``heartbeat`` seconds between idle heartbeats of a pull request,
-after two of which without a word it is assumed lost (5).
+Options (keyword, or URL query for the plain ones): ``prefix`` — subject root and stream
+name, letters, digits, ``-`` and ``_`` (default ``medianest``); ``visibility_timeout`` — the
+consumers' ack wait in seconds (30); ``retry``, the default :class:`RetryPolicy`;
+``drain_timeout`` (10); ``timeout`` seconds for a publish acknowledgement or any other
+JetStream call (5); ``heartbeat`` seconds between idle heartbeats of a pull request, after
+two of which without a word it is assumed lost (5); ``max_age`` seconds the stream keeps a
+message (7 days; 0 for ever); ``lag_interval`` (5); ``metrics``.
 
 Layout for the prefix ``p``:
 
-* stream ``p`` over ``p.>``, interest retention on file storage: a message stays until every
-  group whose filter matches it acknowledged it (and is not kept at all when no group
-  matches). Topic ``a.b`` is subject ``p.a.b._``: the final ``_`` makes ``#`` exact, since
+* stream ``p`` over ``p.>`` on file storage, limits retention: a message stays ``max_age``
+  (a group that has not handled a message in that time loses it: watch the lag). Interest
+  retention (a message deleted once every matching group acked it) would bound the stream
+  by itself, but with nats-server 2.9 it lost acknowledged publishes that were being
+  delivered when the server was restarted (``tests/messaging/test_broker_faults.py``
+  reproduces it), so it is not used. Topic ``a.b`` is subject ``p.a.b._``: the final ``_``
+  makes ``#`` exact, since
   a pattern ``a.#`` (zero or more words) becomes ``p.a.>`` (NATS ``>`` is one or more
   tokens), which then matches ``p.a._`` (topic ``a``) too; ``*`` stays ``*`` and a pattern
   without ``#`` ends in ``._`` as well, so word counts match exactly;
@@ -35,8 +41,8 @@ died), so a message never stops silently in the stream the way it would after a 
 ``max_deliver`` (which only emits an advisory). **Replay** publishes the message again on
 its topic with a ``Medianest-Group`` header: the other groups acknowledge it unseen.
 **Ordering**: a stream is ordered, but parallel consumers and naks reorder, so per-key
-order is not guaranteed (``ordered_keys = False``). **Lag** (:meth:`lag`): the consumer's
-``num_pending`` (messages not yet delivered).
+order is not guaranteed (``ordered_keys = False``). **Lag**: the consumer's ``num_pending``
+(not yet delivered) + ``num_ack_pending`` (delivered, being handled or waiting for a retry).
 """
 
 from __future__ import annotations
@@ -45,13 +51,11 @@ import contextlib
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import nats
 from nats.aio.client import Client
-from nats.errors import Error as NatsError
 from nats.errors import (
     ConnectionClosedError,
     ConnectionReconnectingError,
@@ -60,10 +64,11 @@ from nats.errors import (
     OutboundBufferLimitError,
     StaleConnectionError,
 )
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
+from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
 from nats.js.errors import NotFoundError as JsNotFound
-from nats.js.errors import ServiceUnavailableError
 
 from medianest.backends import mask_url
 from medianest.errors import (
@@ -73,14 +78,8 @@ from medianest.errors import (
     NotFoundError,
     ValidationError,
 )
-from medianest.messaging.backends.delivery import (
-    decode,
-    encode,
-    error_text,
-    positive,
-    split_options,
-)
-from medianest.messaging.backends.nats_consumer import NatsSubscription
+from medianest.messaging.backends.delivery import LagCache, broker_options, envelope, error_text
+from medianest.messaging.backends.nats_consumer import REPLAY_HEADER, NatsSubscription
 from medianest.messaging.base import (
     Broker,
     DeadLetter,
@@ -89,8 +88,9 @@ from medianest.messaging.base import (
     RetryPolicy,
     check_group,
     check_pattern,
-    check_topic,
 )
+from medianest.messaging.metrics import MessagingMetrics
+from medianest.messaging.wire import decode, encode
 from medianest.observability import get_logger
 
 _log = get_logger("medianest.messaging.nats")
@@ -101,6 +101,10 @@ _DEFAULTS: dict[str, Any] = {
     "drain_timeout": 10.0,
     "timeout": 5.0,
     "heartbeat": 5.0,
+    "lag_interval": 5.0,
+    "max_age": 7 * 24 * 3600.0,
+    "retry": None,
+    "metrics": None,
 }
 _UNREACHABLE = (
     ConnectionClosedError,
@@ -110,10 +114,10 @@ _UNREACHABLE = (
     OutboundBufferLimitError,
     StaleConnectionError,
     ServiceUnavailableError,
+    NoStreamResponseError,  # JetStream not (yet) serving the stream, e.g. just restarted
     TimeoutError,
     OSError,
 )
-REPLAY_HEADER = "Medianest-Group"
 
 
 def pattern_subject(prefix: str, pattern: str) -> str:
@@ -131,11 +135,7 @@ class NatsBroker(Broker):
     ordered_keys = False
 
     def __init__(self, url: str, **options: Any) -> None:
-        driver_url, from_query = split_options(url, _DEFAULTS)
-        unknown = set(options) - set(_DEFAULTS)
-        if unknown:
-            raise TypeError(f"unknown NATS broker options: {', '.join(sorted(unknown))}")
-        merged = {**_DEFAULTS, **from_query, **options}
+        driver_url, merged = broker_options(url, _DEFAULTS, options)
         self.url = url
         self.prefix = str(merged["prefix"])
         if not _PREFIX.match(self.prefix):
@@ -143,18 +143,21 @@ class NatsBroker(Broker):
                 f"NATS broker prefix {self.prefix!r} must be letters, digits, '-' or '_'",
                 problems=[("messaging.prefix", self.prefix, "[A-Za-z0-9_-]+")],
             )
-        self.visibility_timeout = positive(
-            "visibility_timeout", float(merged["visibility_timeout"])
-        )
+        self.visibility_timeout = float(merged["visibility_timeout"])
         self.drain_timeout = float(merged["drain_timeout"])
-        self.timeout = positive("timeout", float(merged["timeout"]))
-        self.heartbeat = positive("heartbeat", float(merged["heartbeat"]))
+        self.timeout = float(merged["timeout"])
+        self.heartbeat = float(merged["heartbeat"])
+        self.max_age = float(merged["max_age"])
+        self.retry: RetryPolicy = merged["retry"] or RetryPolicy()
+        self.metrics: MessagingMetrics = merged["metrics"] or MessagingMetrics.for_registry()
+        self._lag = LagCache(self._read_lag, float(merged["lag_interval"]))
         self.stream = self.prefix
         self.dlq_stream = f"{self.prefix}-dlq"
         self._driver_url = driver_url.rstrip("?")
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._subscriptions: set[NatsSubscription] = set()
+        self._closing = False
 
     def __repr__(self) -> str:
         return f"NatsBroker({mask_url(self.url)!r}, prefix={self.prefix!r})"
@@ -215,12 +218,14 @@ class NatsBroker(Broker):
                 StreamConfig(
                     name=self.stream,
                     subjects=[f"{self.prefix}.>"],
-                    retention=RetentionPolicy.INTEREST,
+                    retention=RetentionPolicy.LIMITS,
+                    max_age=self.max_age or None,
                 )
             )
             await self._ensure_stream(
                 StreamConfig(name=self.dlq_stream, subjects=[f"{self.dlq_stream}.>"])
             )
+        self.metrics.attach(self)
 
     async def _ensure_stream(self, config: StreamConfig) -> None:
         assert config.name is not None
@@ -230,19 +235,23 @@ class NatsBroker(Broker):
             await self.js.add_stream(config)
 
     async def _on_error(self, exc: Exception) -> None:
-        _log.debug("broker_connection_error", backend="nats", error=error_text(exc))
+        _log.debug("broker connection error", backend="nats", error=error_text(exc))
 
     async def _on_disconnected(self) -> None:
-        _log.warning("broker_disconnected", backend="nats", url=mask_url(self.url))
+        if not self._closing:
+            _log.warning("broker connection lost; reconnecting", backend="nats")
 
     async def _on_reconnected(self) -> None:
-        _log.info("broker_reconnected", backend="nats", url=mask_url(self.url))
+        _log.info("broker connection back", backend="nats", url=mask_url(self.url))
         for subscription in list(self._subscriptions):
             subscription.reconnected()
 
     async def close(self) -> None:
         for subscription in list(self._subscriptions):
             await subscription.close()
+        await self._lag.stop()
+        self.metrics.detach(self)
+        self._closing = True
         nc, self._nc, self._js = self._nc, None, None
         if nc is not None:
             with contextlib.suppress(NatsError, OSError):
@@ -252,14 +261,14 @@ class NatsBroker(Broker):
         if not self.nc.is_connected:
             raise BackendUnavailable("nats connection is down", backend=mask_url(self.url))
         with self.errors("pinging"):
-            await self.nc.flush(timeout=self.timeout)
+            await self.nc.flush(timeout=max(1, round(self.timeout)))
 
     async def publish(self, message: Message) -> None:
         """Publish on the topic's subject and wait for JetStream's acknowledgement."""
-        check_topic(message.topic)
-        await self._publish(
-            self.subject(message.topic), encode(message), {"Nats-Msg-Id": message.id}
-        )
+        message, text = encode(message)
+        subject = self.subject(message.topic)
+        await self._publish(subject, text.encode(), {"Nats-Msg-Id": message.id})
+        self.metrics.published(message.topic)
 
     async def _publish(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
         if not self.nc.is_connected:
@@ -273,7 +282,7 @@ class NatsBroker(Broker):
         self, message: Message, group: str, error: str, attempts: int
     ) -> None:
         body = {
-            "m": message.to_wire(),
+            "m": envelope(message),
             "g": group,
             "e": error,
             "a": attempts,
@@ -318,10 +327,11 @@ class NatsBroker(Broker):
                     ),
                 )
             subscription = NatsSubscription(
-                self, group, durable, handler, retry or RetryPolicy(), concurrency
+                self, group, durable, handler, retry or self.retry, concurrency
             )
             await subscription.start()
         self._subscriptions.add(subscription)
+        self._lag.start()
         return subscription
 
     def forget(self, subscription: NatsSubscription) -> None:
@@ -331,7 +341,7 @@ class NatsBroker(Broker):
         body = json.loads(data or b"{}")
         return DeadLetter(
             id=str(seq),
-            message=decode(json.dumps(body["m"])),
+            message=decode(body["m"]),
             group=body["g"],
             error=body["e"],
             attempts=int(body["a"]),
@@ -360,21 +370,22 @@ class NatsBroker(Broker):
         return found
 
     async def dead_letter(self, dead_letter_id: str) -> DeadLetter:
-        """One dead letter by id; NotFoundError if there is none."""
-        try:
-            seq = int(dead_letter_id)
-            with self.errors("reading a dead letter"):
-                raw = await self.js.get_msg(self.dlq_stream, seq=seq)
-        except (ValueError, JsNotFound) as exc:
-            raise NotFoundError(f"no dead letter {dead_letter_id!r}") from exc
-        return self._dead_letter(seq, raw.data)
+        missing = NotFoundError(f"no dead letter {dead_letter_id!r}")
+        if not dead_letter_id.isdigit() or int(dead_letter_id) < 1:
+            raise missing
+        with self.errors("reading a dead letter"):
+            try:
+                raw = await self.js.get_msg(self.dlq_stream, seq=int(dead_letter_id))
+            except JsNotFound as exc:
+                raise missing from exc
+        return self._dead_letter(int(dead_letter_id), raw.data)
 
     async def replay(self, dead_letter_id: str) -> Message:
         """Publish the message (attempt 1) for its group only, then delete the dead letter."""
         letter = await self.dead_letter(dead_letter_id)
-        message = replace(letter.message, attempt=1)
+        message, text = encode(letter.message)
         await self._publish(
-            self.subject(message.topic), encode(message), {REPLAY_HEADER: letter.group}
+            self.subject(message.topic), text.encode(), {REPLAY_HEADER: letter.group}
         )
         with self.errors("deleting a replayed dead letter"):
             await self.js.delete_msg(self.dlq_stream, int(letter.id))
@@ -392,11 +403,19 @@ class NatsBroker(Broker):
                 await self.js.delete_msg(self.dlq_stream, int(letter.id))
         return len(letters)
 
-    async def lag(self) -> dict[str, int]:
-        """``num_pending`` (not yet delivered) of each group this broker consumes."""
+    def lag(self) -> dict[str, int] | None:
+        """Messages not yet acked per group this broker consumes, as read every
+        ``lag_interval`` seconds."""
+        return self._lag.value
+
+    async def refresh_lag(self) -> dict[str, int]:
+        """Read the lag now (what :meth:`lag` reports from then on)."""
+        return await self._lag.refresh()
+
+    async def _read_lag(self) -> dict[str, int]:
         totals: dict[str, int] = {}
         with self.errors("reading consumer lag"):
-            for subscription in sorted(self._subscriptions, key=lambda s: s.group):
-                info = await self.js.consumer_info(self.stream, subscription.durable)
-                totals[subscription.group] = int(info.num_pending or 0)
+            for durable, group in sorted({(s.durable, s.group) for s in self._subscriptions}):
+                info = await self.js.consumer_info(self.stream, durable)
+                totals[group] = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
         return totals

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import json
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
@@ -26,19 +25,16 @@ from nats.aio.subscription import Subscription as NatsSub
 from nats.errors import Error as NatsError
 
 from medianest.errors import BackendError, ValidationError
-from medianest.messaging.backends.delivery import (
-    Backoff,
-    HandlerPool,
-    decode,
-    error_text,
-    retry_delay,
-    undecodable,
-)
+from medianest.messaging.backends.delivery import Backoff, HandlerPool, error_text, undecodable
 from medianest.messaging.base import Handler, Message, RetryPolicy, Subscription
+from medianest.messaging.wire import decode
 from medianest.observability import get_logger
 
 if TYPE_CHECKING:
     from medianest.messaging.backends.nats import NatsBroker
+
+REPLAY_HEADER = "Medianest-Group"
+"""Header of a replayed message: the one group that handles it (the others ack it)."""
 
 _log = get_logger("medianest.messaging.nats")
 _EXPIRES = 30.0
@@ -57,14 +53,15 @@ class NatsSubscription(Subscription):
         retry: RetryPolicy,
         concurrency: int,
     ) -> None:
-        self.broker, self.group, self.durable, self.retry = broker, group, durable, retry
+        self.broker, self.group, self.durable, self.policy = broker, group, durable, retry
         self.pool: HandlerPool[Msg] = HandlerPool(
             handler,
-            self._settle,
+            self,
+            group=group,
+            retry=retry,
             concurrency=concurrency,
             drain_timeout=broker.drain_timeout,
-            name=f"nats:{group}",
-            touch=self._touch,
+            metrics=broker.metrics,
             touch_every=broker.visibility_timeout / 3,
             on_room=self._wake_up,
         )
@@ -133,72 +130,44 @@ class NatsSubscription(Subscription):
         self._wake.set()
 
     def _deliver(self, msg: Msg) -> None:
-        if self._closed:
-            return
         topic = self.broker.topic_of(msg.subject)
         try:
-            message = decode(msg.data)
+            message = decode(msg.data, msg.metadata.num_delivered or 1)
         except ValidationError as exc:
-            self._spawn(self._dead_letter(msg, undecodable(topic, msg.data), error_text(exc), 1))
+            error = f"undecodable envelope: {error_text(exc)}"
+            self.pool.background(self.dead_letter(msg, undecodable(topic, msg.data), error, 1))
             return
-        target = msg.headers.get("Medianest-Group") if msg.headers else None
+        target = msg.headers.get(REPLAY_HEADER) if msg.headers else None
         if target is not None and target != self.group:
-            self._spawn(msg.ack())  # a replay for another group
+            self.pool.background(msg.ack())  # a replay for another group
             return
-        delivered = msg.metadata.num_delivered or 1
-        if delivered > self.retry.max_attempts:
-            error = (
-                f"not acknowledged within the ack wait ({self.broker.visibility_timeout:g} s) "
-                f"after {delivered - 1} deliveries: the consumers crashed or hung"
-            )
-            self._spawn(self._dead_letter(msg, message, error, delivered - 1))
-            return
-        if message.attempt != delivered:
-            message = replace(message, attempt=delivered)
         self.pool.submit(message, msg)
 
-    def _spawn(self, settling: asyncio.Future[None] | object) -> None:
-        async def guarded() -> None:
-            try:
-                await settling  # type: ignore[misc]
-            except _QUIET as exc:
-                _log.warning("broker_settle_failed", consumer=self.pool.name, error=error_text(exc))
+    # -- settlement (see HandlerPool) -----------------------------------------------------
 
-        asyncio.create_task(guarded())
+    async def ack(self, msg: Msg, message: Message) -> None:
+        await msg.ack()
 
-    async def _settle(self, msg: Msg, message: Message, error: Exception | None) -> None:
-        if error is None:
-            await msg.ack()
-            return
-        delay = retry_delay(self.retry, message.attempt)
-        if delay is None:
-            await self._dead_letter(msg, message, error_text(error), message.attempt)
-        else:
-            await msg.nak(delay=delay)
+    async def retry(self, msg: Msg, message: Message, delay: float) -> None:
+        await msg.nak(delay=delay)
 
-    async def _dead_letter(self, msg: Msg, message: Message, error: str, attempts: int) -> None:
+    async def release(self, msg: Msg, message: Message) -> None:
+        await msg.nak()
+
+    async def dead_letter(self, msg: Msg, message: Message, error: str, attempts: int) -> None:
         try:
             await self.broker.publish_dead_letter(message, self.group, error, attempts)
         except Exception:
             with contextlib.suppress(*_QUIET):
-                await msg.nak(delay=self.retry.delay(attempts))
+                await msg.nak(delay=self.policy.delay(attempts))
             raise
         await msg.ack()
-        _log.warning(
-            "broker_dead_letter",
-            backend="nats",
-            group=self.group,
-            topic=message.topic,
-            message_id=message.id,
-            attempts=attempts,
-            error=error,
-        )
 
-    async def _touch(self, msg: Msg) -> None:
+    async def touch(self, msg: Msg) -> None:
         await msg.in_progress()
 
     async def close(self) -> None:
-        """Stop pulling, drain the handlers, give back (nak) what never started."""
+        """Stop pulling, drain the handlers (what never finished is given back, nak)."""
         if self._closed:
             return
         self._closed = True
@@ -210,7 +179,5 @@ class NatsSubscription(Subscription):
         if self._inbox_sub is not None:
             with contextlib.suppress(*_QUIET):
                 await self._inbox_sub.unsubscribe()
-        for msg in await self.pool.drain():
-            with contextlib.suppress(*_QUIET):
-                await msg.nak()
+        await self.pool.drain()
         self.broker.forget(self)

@@ -1,47 +1,49 @@
 """Redis Streams broker: ``redis://[:password@]host:6379/0[?prefix=...&visibility_timeout=...]``
 (``rediss://`` for TLS).
 
-Options (keyword or URL query): ``prefix`` of every key (default ``medianest``),
-``visibility_timeout`` seconds after which a delivered, unacknowledged entry is taken over
-by another consumer (default 30), ``drain_timeout`` (10), ``timeout`` per Redis call (5),
-``block`` seconds a consumer's XREADGROUP waits, which is also how often it looks for new
-topics (1), ``retry_poll`` seconds between two looks at the retry schedule (0.5).
+Options (keyword, or URL query for the plain ones): ``prefix`` of every key (default
+``medianest``); ``visibility_timeout`` seconds after which a delivered, unacknowledged entry
+is taken over by another consumer (30); ``retry``, the default :class:`RetryPolicy`;
+``drain_timeout`` (10); ``timeout`` per Redis call (5); ``block`` seconds a consumer's
+XREADGROUP waits, which is also how often it looks for new topics (1); ``retry_poll``
+longest pause of the retry mover (0.5); ``lag_interval`` (5); ``metrics``.
 
 Keys under the prefix ``p``:
 
 * ``p:t:<topic>`` — one stream per topic; each entry holds the envelope in field ``m``;
 * ``p:topics`` — the set of topics ever published (how subscribers find streams);
 * ``p:groups`` — hash of group → ``{"pattern", "since"}``, written at its first subscribe;
-* ``p:r:<group>`` — the group's own stream of retries and replays;
-* ``p:retry`` — sorted set of delayed retries, scored by due time (Redis ms);
-* ``p:dlq`` — the dead-letter stream (fields ``m`` envelope, ``g`` group, ``e`` error,
-  ``a`` attempts, ``t`` time); a dead letter's id is its entry id.
+* ``p:r:<group>`` — the group's own stream of retries, releases and replays;
+* ``p:delayed:<group>`` — the group's retries waiting for their time (a sorted set);
+* ``p:dlq`` — the dead-letter stream (``m`` envelope, ``g`` group, ``e`` error, ``a``
+  attempts, ``t`` time); a dead letter's id is its entry id.
 
 **Pattern fan-in.** A message is written once, to its topic's stream: publishing is one
 XADD (plus a SADD the first time this process publishes a topic). A group is a Redis
 consumer group created on every topic stream its pattern matches, at the stream id of the
-group's registration time ``since``, so a stream discovered later (a topic that appears
-after the subscribe, or whose first message arrived while no member ran) still delivers
-everything published after the group subscribed, and nothing from before. Consumers read
-all their streams with one XREADGROUP ... BLOCK and rescan ``p:topics`` every ``block``
-seconds: the first message of a brand-new topic may wait up to ``block`` seconds; later ones
-do not. The other design — one stream per group, fed by publish — would make a publish cost
-one write per matching group and copy every message; this one keeps publish at one XADD and
-pays with the rescan. A group has one pattern (ValidationError for another).
+group's registration time ``since``, so a stream found later (a topic that appears after
+the subscribe, or whose first message came while no member ran) still yields everything
+published after the group subscribed, and nothing from before. Members read all their
+streams with one XREADGROUP ... BLOCK and rescan ``p:topics`` every ``block`` seconds, so
+the first message of a brand-new topic may wait up to ``block`` seconds; later ones do not.
+The alternative, one stream per group fed by publish, would cost a write per matching group
+on every publish and copy every message; this design keeps publish at one XADD and pays
+with the rescan. A group has one pattern (ValidationError for another).
 
-**Retries** are delayed redeliveries: a failed entry is acknowledged and, atomically (a Lua
-script), scheduled in ``p:retry`` with ``attempt + 1``; a mover task of any running broker
-(atomic again, so several are safe) moves due entries into ``p:r:<group>``, read by that
-group only. **Crashed consumers**: entries pending longer than ``visibility_timeout`` are
-taken over with XAUTOCLAIM by a live member, counted as a new attempt (delivery count from
-XPENDING); handlers running longer are kept alive by re-claiming their entries. **Dead
-letters** go to ``p:dlq`` in the same transaction as the XACK. **Ordering**: entries of one
-stream are read in order, but handlers of several consumers (or ``concurrency > 1``) run in
-parallel and retries come back later, so per-key order is not guaranteed
-(``ordered_keys = False``). **Lag** (:meth:`lag`): XINFO GROUPS ``lag`` (entries not yet
-delivered) summed over a group's streams. **Durability** is Redis's: an acknowledged publish
-survives a restart only with persistence (AOF, or RDB saved on shutdown). The Lua scripts
-touch keys they compute, so use one Redis, not Redis Cluster. Streams are never trimmed.
+**Retries** are delayed redeliveries: the failed entry is acknowledged and, in the same Lua
+script, added to ``p:delayed:<group>`` with ``attempt + 1``; a mover task of each broker
+with consumers moves due entries of its groups into ``p:r:<group>`` (a script again, so
+several movers are safe). **Crashes**: entries pending longer than ``visibility_timeout``
+are taken over with XAUTOCLAIM by a live member, every further delivery counting as an
+attempt (XPENDING's delivery count); handlers running longer keep their entries with
+XCLAIM. A cancelled handler's entry is released: re-added to ``p:r:<group>`` (attempt + 1)
+and acknowledged at once. **Dead letters** go to ``p:dlq`` in one transaction with the
+XACK. **Ordering**: a stream is read in order, but consumers and ``concurrency`` run
+handlers in parallel and retries come back later: no per-key order (``ordered_keys =
+False``). **Lag**: XINFO GROUPS ``lag`` + ``pending`` over a group's streams, plus its
+delayed retries. **Durability** is Redis's: an acknowledged publish survives a restart only
+with persistence (AOF, or an RDB written at shutdown). The scripts touch keys they compute:
+one Redis, not Redis Cluster. Streams are not trimmed.
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,14 +65,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from medianest.backends import mask_url
 from medianest.errors import BackendError, BackendUnavailable, NotFoundError, ValidationError
-from medianest.messaging.backends.delivery import (
-    Backoff,
-    decode,
-    encode,
-    error_text,
-    positive,
-    split_options,
-)
+from medianest.messaging.backends.delivery import Backoff, LagCache, broker_options, error_text
 from medianest.messaging.backends.redis_consumer import MOVE_DUE, RedisSubscription
 from medianest.messaging.base import (
     Broker,
@@ -80,11 +75,13 @@ from medianest.messaging.base import (
     RetryPolicy,
     check_group,
     check_pattern,
-    check_topic,
 )
+from medianest.messaging.metrics import MessagingMetrics
+from medianest.messaging.wire import decode, encode
 from medianest.observability import get_logger
 
 _log = get_logger("medianest.messaging.redis")
+_ENTRY_ID = re.compile(r"^\d+-\d+$")
 _DEFAULTS: dict[str, Any] = {
     "prefix": "medianest",
     "visibility_timeout": 30.0,
@@ -92,6 +89,9 @@ _DEFAULTS: dict[str, Any] = {
     "timeout": 5.0,
     "block": 1.0,
     "retry_poll": 0.5,
+    "lag_interval": 5.0,
+    "retry": None,
+    "metrics": None,
 }
 
 
@@ -101,26 +101,23 @@ class RedisStreamsBroker(Broker):
     ordered_keys = False
 
     def __init__(self, url: str, **options: Any) -> None:
-        driver_url, from_query = split_options(url, _DEFAULTS)
-        unknown = set(options) - set(_DEFAULTS)
-        if unknown:
-            raise TypeError(f"unknown Redis broker options: {', '.join(sorted(unknown))}")
-        merged = {**_DEFAULTS, **from_query, **options}
+        driver_url, merged = broker_options(url, _DEFAULTS, options)
         self.url = url
         self.prefix = str(merged["prefix"])
-        self.visibility_timeout = positive(
-            "visibility_timeout", float(merged["visibility_timeout"])
-        )
+        self.visibility_timeout = float(merged["visibility_timeout"])
         self.drain_timeout = float(merged["drain_timeout"])
-        self.timeout = positive("timeout", float(merged["timeout"]))
-        self.block = min(positive("block", float(merged["block"])), self.timeout / 2)
-        self.retry_poll = positive("retry_poll", float(merged["retry_poll"]))
+        self.timeout = float(merged["timeout"])
+        self.block = min(float(merged["block"]), self.timeout / 2)
+        self.retry_poll = float(merged["retry_poll"])
+        self.retry: RetryPolicy = merged["retry"] or RetryPolicy()
+        self.metrics: MessagingMetrics = merged["metrics"] or MessagingMetrics.for_registry()
         self._driver_url = driver_url
         self._client: aioredis.Redis | None = None
         self._known_topics: set[str] = set()
         self._subscriptions: set[RedisSubscription] = set()
         self._mover: asyncio.Task[None] | None = None
         self._mover_wake = asyncio.Event()
+        self._lag = LagCache(self._read_lag, float(merged["lag_interval"]))
 
     def __repr__(self) -> str:
         return f"RedisStreamsBroker({mask_url(self.url)!r}, prefix={self.prefix!r})"
@@ -165,17 +162,20 @@ class RedisStreamsBroker(Broker):
                 retry=Retry(NoBackoff(), 1),
                 decode_responses=True,
             )
+            self.metrics.attach(self)
         await self.ping()
 
     async def close(self) -> None:
         for subscription in list(self._subscriptions):
             await subscription.close()
+        await self._lag.stop()
         mover, self._mover = self._mover, None
         if mover is not None:
             mover.cancel()
             await asyncio.gather(mover, return_exceptions=True)
         client, self._client = self._client, None
         if client is not None:
+            self.metrics.detach(self)
             await client.aclose()
 
     async def ping(self) -> None:
@@ -185,22 +185,22 @@ class RedisStreamsBroker(Broker):
     async def publish(self, message: Message) -> None:
         """XADD the envelope to its topic's stream; the first publish of a topic by this
         process also adds it to ``p:topics`` (same round trip)."""
-        check_topic(message.topic)
-        fields = {"m": encode(message)}
-        stream = self.key("t", message.topic)
+        message, text = encode(message)
+        stream, fields = self.key("t", message.topic), {"m": text}
         try:
             with self.errors("publishing"):
                 if message.topic in self._known_topics:
                     await self.client.xadd(stream, fields)  # type: ignore[arg-type]
-                    return
-                async with self.client.pipeline(transaction=False) as pipe:
-                    pipe.xadd(stream, fields)  # type: ignore[arg-type]
-                    pipe.sadd(self.key("topics"), message.topic)
-                    await pipe.execute()
-                self._known_topics.add(message.topic)
+                else:
+                    async with self.client.pipeline(transaction=False) as pipe:
+                        pipe.xadd(stream, fields)  # type: ignore[arg-type]
+                        pipe.sadd(self.key("topics"), message.topic)
+                        await pipe.execute()
+                    self._known_topics.add(message.topic)
         except BackendUnavailable:
             self._known_topics.clear()  # the server may come back empty: register again
             raise
+        self.metrics.published(message.topic)
 
     async def subscribe(
         self,
@@ -214,12 +214,13 @@ class RedisStreamsBroker(Broker):
         check_pattern(pattern)
         check_group(group)
         subscription = RedisSubscription(
-            self, pattern, group, handler, retry or RetryPolicy(), concurrency
+            self, pattern, group, handler, retry or self.retry, concurrency
         )
         await subscription.start()
         self._subscriptions.add(subscription)
         if self._mover is None:
             self._mover = asyncio.create_task(self._move_retries(), name="redis retry mover")
+        self._lag.start()
         return subscription
 
     def forget(self, subscription: RedisSubscription) -> None:
@@ -229,11 +230,10 @@ class RedisStreamsBroker(Broker):
         """Record ``group`` (first subscribe wins) and return its ``since`` stream id."""
         with self.errors("registering a consumer group"):
             seconds, micros = await self.client.time()
-            entry = json.dumps(
-                {"pattern": pattern, "since": f"{seconds * 1000 + micros // 1000}-0"}
-            )
+            since = f"{seconds * 1000 + micros // 1000}-0"
+            entry = json.dumps({"pattern": pattern, "since": since})
             await self.client.hsetnx(self.key("groups"), group, entry)
-            stored = json.loads(await self.client.hget(self.key("groups"), group))
+            stored = json.loads(await self.client.hget(self.key("groups"), group) or entry)
         if stored["pattern"] != pattern:
             raise ValidationError(
                 f"consumer group {group!r} is subscribed to {stored['pattern']!r}; "
@@ -246,28 +246,44 @@ class RedisStreamsBroker(Broker):
         self._mover_wake.set()
 
     async def _move_retries(self) -> None:
-        """Move due retries into their groups' streams; sleep until the next is due (at
-        most ``retry_poll``: another process may schedule an earlier one)."""
+        """Move due retries of this broker's groups into their streams; sleep until the
+        next is due, at most ``retry_poll`` (another process may add an earlier one)."""
         script = self.client.register_script(MOVE_DUE)
         backoff = Backoff()
         while True:
             wait = self.retry_poll
+            groups = sorted({s.group for s in self._subscriptions})
+            keys = [k for g in groups for k in (self.key("delayed", g), self.key("r", g))]
             try:
-                moved, next_in_ms = await script(keys=[self.key("retry")], args=[100])
+                if keys:
+                    moved, next_in_ms = await script(keys=keys, args=[100])
+                    if int(moved) >= 100:
+                        wait = 0.0
+                    elif int(next_in_ms) >= 0:
+                        wait = min(wait, int(next_in_ms) / 1000)
                 backoff.reset()
-                if int(moved) >= 100:
-                    wait = 0.0
-                elif int(next_in_ms) >= 0:
-                    wait = min(wait, int(next_in_ms) / 1000)
             except (RedisError, OSError) as exc:
                 wait = backoff.next()
-                _log.debug("broker_retry_mover_failed", error=error_text(exc))
+                _log.debug("moving due retries failed", error=error_text(exc))
             self._mover_wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._mover_wake.wait()
 
-    def _dead_letter(self, entry_id: str, fields: dict[str, str]) -> DeadLetter:
+    # -- dead letters ---------------------------------------------------------------------
+
+    @staticmethod
+    def dead_letter_fields(group: str, error: str, attempts: int, text: str) -> dict[str, str]:
+        return {
+            "m": text,
+            "g": group,
+            "e": error,
+            "a": str(attempts),
+            "t": datetime.now(UTC).isoformat(),
+        }
+
+    @staticmethod
+    def _letter(entry_id: str, fields: dict[str, str]) -> DeadLetter:
         return DeadLetter(
             id=entry_id,
             message=decode(fields["m"]),
@@ -277,88 +293,77 @@ class RedisStreamsBroker(Broker):
             failed_at=datetime.fromisoformat(fields["t"]),
         )
 
-    async def _scan_dead_letters(self) -> list[tuple[str, dict[str, str]]]:
-        entries: list[tuple[str, dict[str, str]]] = []
+    async def _scan(self, topic: str | None, group: str | None, limit: int) -> list[DeadLetter]:
+        found: list[DeadLetter] = []
         start = "-"
         with self.errors("reading dead letters"):
-            while True:
-                page = await self.client.xrange(self.key("dlq"), min=start, max="+", count=500)
-                entries.extend(page)
+            while len(found) < limit:
+                page: Any = await self.client.xrange(self.key("dlq"), min=start, max="+", count=500)
+                for entry_id, fields in page:
+                    letter = self._letter(entry_id, fields)
+                    topic_ok = topic is None or letter.message.topic == topic
+                    if topic_ok and (group is None or letter.group == group):
+                        found.append(letter)
                 if len(page) < 500:
-                    return entries
+                    break
                 start = "(" + page[-1][0]
-
-    @staticmethod
-    def _wanted(fields: dict[str, str], topic: str | None, group: str | None) -> bool:
-        if group is not None and fields.get("g") != group:
-            return False
-        return topic is None or json.loads(fields["m"]).get("topic") == topic
+        return found[: max(0, limit)]
 
     async def dead_letters(
         self, topic: str | None = None, group: str | None = None, limit: int = 100
     ) -> list[DeadLetter]:
-        found = [
-            self._dead_letter(entry_id, fields)
-            for entry_id, fields in await self._scan_dead_letters()
-            if self._wanted(fields, topic, group)
-        ]
-        return found[:limit]
+        return await self._scan(topic, group, limit)
 
     async def dead_letter(self, dead_letter_id: str) -> DeadLetter:
-        """One dead letter by id; NotFoundError if there is none."""
+        if not _ENTRY_ID.match(dead_letter_id):
+            raise NotFoundError(f"no dead letter {dead_letter_id!r}")
         with self.errors("reading a dead letter"):
-            entries = await self.client.xrange(self.key("dlq"), dead_letter_id, dead_letter_id)
+            entries: Any = await self.client.xrange(self.key("dlq"), dead_letter_id, dead_letter_id)
         if not entries:
             raise NotFoundError(f"no dead letter {dead_letter_id!r}")
-        return self._dead_letter(*entries[0])
+        return self._letter(*entries[0])
 
     async def replay(self, dead_letter_id: str) -> Message:
         """Append the message (attempt 1) to its group's own stream and delete the dead
         letter, in one transaction."""
         letter = await self.dead_letter(dead_letter_id)
-        message = replace(letter.message, attempt=1)
+        message, text = encode(letter.message)
         with self.errors("replaying a dead letter"):
             async with self.client.pipeline(transaction=True) as pipe:
-                pipe.xadd(self.key("r", letter.group), {"m": encode(message)})  # type: ignore[arg-type]
+                pipe.xadd(self.key("r", letter.group), {"m": text})
                 pipe.xdel(self.key("dlq"), dead_letter_id)
                 await pipe.execute()
         return message
 
     async def purge(self, topic: str | None = None, group: str | None = None) -> int:
-        with self.errors("purging dead letters"):
-            if topic is None and group is None:
+        if topic is None and group is None:
+            with self.errors("purging dead letters"):
                 async with self.client.pipeline(transaction=True) as pipe:
                     pipe.xlen(self.key("dlq"))
                     pipe.delete(self.key("dlq"))
                     count, _ = await pipe.execute()
-                return int(count)
-        ids = [
-            i for i, fields in await self._scan_dead_letters() if self._wanted(fields, topic, group)
-        ]
+            return int(count)
+        ids = [letter.id for letter in await self._scan(topic, group, 1 << 62)]
         with self.errors("purging dead letters"):
             for start in range(0, len(ids), 500):
                 await self.client.xdel(self.key("dlq"), *ids[start : start + 500])
         return len(ids)
 
-    def add_dead_letter(
-        self, pipe: Any, message: Message, group: str, error: str, attempts: int
-    ) -> None:
-        """Queue the XADD of a dead letter on ``pipe`` (a transaction with the XACK)."""
-        pipe.xadd(
-            self.key("dlq"),
-            {
-                "m": encode(message),
-                "g": group,
-                "e": error,
-                "a": str(attempts),
-                "t": datetime.now(UTC).isoformat(),
-            },
-        )
+    # -- lag ------------------------------------------------------------------------------
 
-    async def lag(self) -> dict[str, int]:
-        """Entries not yet delivered, per group this broker consumes (XINFO GROUPS lag)."""
+    def lag(self) -> dict[str, int] | None:
+        """Entries not yet acked per group this broker consumes (undelivered, pending and
+        delayed), as read every ``lag_interval`` seconds."""
+        return self._lag.value
+
+    async def refresh_lag(self) -> dict[str, int]:
+        """Read the lag now (what :meth:`lag` reports from then on)."""
+        return await self._lag.refresh()
+
+    async def _read_lag(self) -> dict[str, int]:
         totals: dict[str, int] = {}
-        for subscription in list(self._subscriptions):
-            totals[subscription.group] = totals.get(subscription.group, 0)
-            totals[subscription.group] += await subscription.lag()
+        by_group = {s.group: s for s in self._subscriptions}
+        with self.errors("reading consumer lag"):
+            for group, subscription in sorted(by_group.items()):
+                totals[group] = await subscription.unacked()
         return totals

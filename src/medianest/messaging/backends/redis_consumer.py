@@ -5,11 +5,11 @@ retry stream and every topic stream its pattern matches with one XREADGROUP ... 
 COUNT = free handler slots. Every ``block`` seconds it rescans ``p:topics`` for new matching
 topics (creating the group on them at the group's ``since`` id), and every quarter of the
 visibility timeout it XAUTOCLAIMs entries idle for longer than the visibility timeout (a
-crashed or stuck consumer). Redis errors never end the loop: it logs, backs off, and goes
-on once Redis answers again; a group lost with a Redis that restarted empty is recreated.
+crashed or stuck consumer). Redis errors never end the loop: it logs, backs off and goes on
+once Redis answers again; groups lost with a Redis that restarted empty are recreated.
 
 On close it stops reading, drains its handlers and deletes its consumer name from the
-groups where it holds no pending entry (one that holds some stays, so that the entries are
+streams where it holds no pending entry (one that holds some stays, so that the entries are
 claimed by another member after the visibility timeout).
 """
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -28,13 +27,12 @@ from medianest.messaging.backends.delivery import (
     Backoff,
     HandlerPool,
     consumer_name,
-    decode,
-    encode,
+    envelope,
     error_text,
-    retry_delay,
     undecodable,
 )
 from medianest.messaging.base import Handler, Message, RetryPolicy, Subscription, topic_matches
+from medianest.messaging.wire import decode
 from medianest.observability import get_logger
 
 if TYPE_CHECKING:
@@ -54,23 +52,30 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[4])
 return redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 """
 )
-"""KEYS: retry zset, stream; ARGV: group, entry id, delay ms, member. Schedule and ack."""
+"""KEYS: delayed zset, stream; ARGV: group, entry id, delay ms, envelope. Schedule, ack."""
 
 MOVE_DUE = (
     _NOW_MS
     + """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-for _, member in ipairs(due) do
-  local entry = cjson.decode(member)
-  redis.call('XADD', entry['s'], '*', 'm', entry['m'])
-  redis.call('ZREM', KEYS[1], member)
+local moved, next_in = 0, -1
+for i = 1, #KEYS, 2 do
+  local due = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+  for _, text in ipairs(due) do
+    redis.call('XADD', KEYS[i + 1], '*', 'm', text)
+    redis.call('ZREM', KEYS[i], text)
+  end
+  moved = moved + #due
+  local head = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+  if head[2] then
+    local wait = math.max(0, tonumber(head[2]) - now)
+    if next_in < 0 or wait < next_in then next_in = wait end
+  end
 end
-local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if head[2] then return {#due, math.max(0, tonumber(head[2]) - now)} end
-return {#due, -1}
+return {moved, next_in}
 """
 )
-"""KEYS: retry zset; ARGV: batch. Move due retries; answer {moved, ms to next or -1}."""
+"""KEYS: (delayed zset, retry stream) pairs; ARGV: batch. Moves due retries; answers
+{moved, ms until the next one is due or -1}."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +84,51 @@ class Entry:
     id: str
 
 
+class Acks:
+    """Acknowledgements made in one turn of the event loop, sent together: one XACK per
+    stream for a burst of handlers that finished at once, instead of one each."""
+
+    def __init__(self, broker: RedisStreamsBroker, group: str) -> None:
+        self.broker, self.group = broker, group
+        self._batch: dict[str, list[str]] = {}
+        self._sent: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def ack(self, entry: Entry) -> None:
+        if self._sent is None:
+            loop = asyncio.get_running_loop()
+            self._sent = loop.create_future()
+            loop.call_soon(self._send_batch)
+        self._batch.setdefault(entry.stream, []).append(entry.id)
+        await asyncio.shield(self._sent)
+
+    def _send_batch(self) -> None:
+        batch, sent = self._batch, self._sent
+        self._batch, self._sent = {}, None
+        assert sent is not None
+        task = asyncio.create_task(self._send(batch, sent))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: dict[str, list[str]], sent: asyncio.Future[None]) -> None:
+        try:
+            client = self.broker.client
+            if len(batch) == 1:
+                [(stream, ids)] = batch.items()
+                await client.xack(stream, self.group, *ids)
+            else:
+                async with client.pipeline(transaction=False) as pipe:
+                    for stream, ids in batch.items():
+                        pipe.xack(stream, self.group, *ids)
+                    await pipe.execute()
+        except Exception as exc:
+            sent.set_exception(exc)
+        else:
+            sent.set_result(None)
+
+
 class RedisSubscription(Subscription):
-    """One consumer of ``group`` (see the module docstring)."""
+    """One consumer of ``group`` (see the module docstring); the pool's settlement."""
 
     def __init__(
         self,
@@ -91,17 +139,19 @@ class RedisSubscription(Subscription):
         retry: RetryPolicy,
         concurrency: int,
     ) -> None:
-        self.broker, self.pattern, self.group, self.retry = broker, pattern, group, retry
+        self.broker, self.pattern, self.group, self.policy = broker, pattern, group, retry
         self.consumer = consumer_name()
         self.retry_stream = broker.key("r", group)
+        self.delayed = broker.key("delayed", group)
         self.streams: dict[str, str] = {}
         self.pool: HandlerPool[Entry] = HandlerPool(
             handler,
-            self._settle,
+            self,
+            group=group,
+            retry=retry,
             concurrency=concurrency,
             drain_timeout=broker.drain_timeout,
-            name=f"redis:{group}:{self.consumer}",
-            touch=self._touch,
+            metrics=broker.metrics,
             touch_every=broker.visibility_timeout / 3,
         )
         self._since = "$"
@@ -109,7 +159,11 @@ class RedisSubscription(Subscription):
         self._lost = False
         self._reader: asyncio.Task[None] | None = None
         self._retry_script = broker.client.register_script(SCHEDULE_RETRY)
+        self._acks = Acks(broker, group)
         self._closed = False
+
+    def __repr__(self) -> str:
+        return f"RedisSubscription({self.pattern!r}, group={self.group!r})"
 
     async def start(self) -> None:
         self._since = await self.broker.register_group(self.group, self.pattern)
@@ -135,7 +189,7 @@ class RedisSubscription(Subscription):
             self.streams[self.retry_stream] = ">"
         if await client.scard(self.broker.key("topics")) == self._known_topics:
             return
-        topics = await client.smembers(self.broker.key("topics"))
+        topics: Any = await client.smembers(self.broker.key("topics"))
         for topic in sorted(topics):
             stream = self.broker.key("t", topic)
             if stream not in self.streams and topic_matches(self.pattern, topic):
@@ -159,14 +213,13 @@ class RedisSubscription(Subscription):
                 if loop.time() >= next_claim:
                     await self._claim()
                     next_claim = loop.time() + claim_every
-                free = self.pool.free
-                if free <= 0:
+                if self.pool.free <= 0:
                     continue
-                reply = await self.broker.client.xreadgroup(
+                reply: Any = await self.broker.client.xreadgroup(
                     self.group,
                     self.consumer,
                     self.streams,  # type: ignore[arg-type]
-                    count=free,
+                    count=self.pool.free,
                     block=int(self.broker.block * 1000),
                 )
                 for stream, entries in reply or ():
@@ -175,11 +228,12 @@ class RedisSubscription(Subscription):
                 backoff.reset()
             except (RedisError, OSError) as exc:
                 if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
-                    self._lost_groups()
+                    self.streams.clear()  # Redis came back empty: make the groups again,
+                    self._known_topics, self._lost = -1, True  # from the streams' start
                     next_scan = 0.0
                 pause = backoff.next()
                 _log.warning(
-                    "broker_consumer_reconnecting",
+                    "reading messages failed; retrying",
                     backend="redis",
                     group=self.group,
                     error=error_text(exc),
@@ -187,26 +241,20 @@ class RedisSubscription(Subscription):
                 )
                 await asyncio.sleep(pause)
 
-    def _lost_groups(self) -> None:
-        """Redis came back without our groups (it restarted without persistence): create
-        them again, from the start of the streams since they were written after the loss."""
-        self.streams.clear()
-        self._known_topics = -1
-        self._lost = True
-
     async def _claim(self) -> None:
         """Take over entries idle longer than the visibility timeout, counting the attempt."""
         client = self.broker.client
         idle_ms = int(self.broker.visibility_timeout * 1000)
+        streams = list(self.streams)
         async with client.pipeline(transaction=False) as pipe:
-            for stream in self.streams:
+            for stream in streams:
                 pipe.xautoclaim(
                     stream, self.group, self.consumer, idle_ms, count=max(1, self.pool.free)
                 )
             replies = await pipe.execute()
         claimed = [
             (Entry(stream, entry_id), fields)
-            for stream, reply in zip(self.streams, replies, strict=True)
+            for stream, reply in zip(streams, replies, strict=True)
             for entry_id, fields in reply[1]
             if fields
         ]
@@ -217,88 +265,67 @@ class RedisSubscription(Subscription):
                 pipe.xpending_range(entry.stream, self.group, entry.id, entry.id, 1)
             counts = await pipe.execute()
         for (entry, fields), pending in zip(claimed, counts, strict=True):
-            delivered = int(pending[0]["times_delivered"]) if pending else 2
-            self._deliver(entry, fields, delivered)
+            self._deliver(entry, fields, int(pending[0]["times_delivered"]) if pending else 2)
 
     def _deliver(self, entry: Entry, fields: dict[str, str], delivered: int) -> None:
         body = fields.get("m", "")
-        topic = entry.stream.removeprefix(self.broker.key("t") + ":")
         try:
             message = decode(body)
         except ValidationError as exc:
-            self._spawn_dead_letter(entry, undecodable(topic, body), error_text(exc), 1)
+            topic = entry.stream.removeprefix(self.broker.key("t") + ":")
+            error = f"undecodable envelope: {error_text(exc)}"
+            self.pool.background(self.dead_letter(entry, undecodable(topic, body), error, 1))
             return
         if delivered > 1:
             message = replace(message, attempt=message.attempt + delivered - 1)
-            if message.attempt > self.retry.max_attempts:
-                error = (
-                    f"not acknowledged within the visibility timeout "
-                    f"({self.broker.visibility_timeout:g} s) after {message.attempt - 1} "
-                    "deliveries: the consumers crashed or hung"
-                )
-                self._spawn_dead_letter(entry, message, error, message.attempt - 1)
-                return
         self.pool.submit(message, entry)
 
-    def _spawn_dead_letter(self, entry: Entry, message: Message, error: str, attempts: int) -> None:
-        task = asyncio.create_task(self._dead_letter(entry, message, error, attempts))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    # -- settlement (see HandlerPool) -----------------------------------------------------
 
-    async def _dead_letter(self, entry: Entry, message: Message, error: str, attempts: int) -> None:
-        try:
-            async with self.broker.client.pipeline(transaction=True) as pipe:
-                self.broker.add_dead_letter(pipe, message, self.group, error, attempts)
-                pipe.xack(entry.stream, self.group, entry.id)
-                await pipe.execute()
-            _log.warning(
-                "broker_dead_letter",
-                backend="redis",
-                group=self.group,
-                topic=message.topic,
-                message_id=message.id,
-                attempts=attempts,
-                error=error,
-            )
-        except (RedisError, OSError) as exc:
-            _log.warning("broker_dead_letter_failed", group=self.group, error=error_text(exc))
+    async def ack(self, entry: Entry, message: Message) -> None:
+        await self._acks.ack(entry)
 
-    async def _settle(self, entry: Entry, message: Message, error: Exception | None) -> None:
-        if error is None:
-            await self.broker.client.xack(entry.stream, self.group, entry.id)
-            return
-        delay = retry_delay(self.retry, message.attempt)
-        if delay is None:
-            await self._dead_letter(entry, message, error_text(error), message.attempt)
-            return
-        member = json.dumps(
-            {
-                "s": self.retry_stream,
-                "m": encode(replace(message, attempt=message.attempt + 1)).decode(),
-            }
-        )
+    async def retry(self, entry: Entry, message: Message, delay: float) -> None:
+        text = envelope(replace(message, attempt=message.attempt + 1))
         await self._retry_script(
-            keys=[self.broker.key("retry"), entry.stream],
-            args=[self.group, entry.id, int(delay * 1000), member],
+            keys=[self.delayed, entry.stream], args=[self.group, entry.id, int(delay * 1000), text]
         )
         self.broker.wake_mover()
 
-    async def _touch(self, entry: Entry) -> None:
+    async def release(self, entry: Entry, message: Message) -> None:
+        text = envelope(replace(message, attempt=message.attempt + 1))
+        async with self.broker.client.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.retry_stream, {"m": text})
+            pipe.xack(entry.stream, self.group, entry.id)
+            await pipe.execute()
+
+    async def dead_letter(self, entry: Entry, message: Message, error: str, attempts: int) -> None:
+        fields = self.broker.dead_letter_fields(self.group, error, attempts, envelope(message))
+        async with self.broker.client.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.broker.key("dlq"), fields)  # type: ignore[arg-type]
+            pipe.xack(entry.stream, self.group, entry.id)
+            await pipe.execute()
+
+    async def touch(self, entry: Entry) -> None:
         """Reset the idle time of a running handler's entry, so nobody claims it."""
         await self.broker.client.xclaim(
             entry.stream, self.group, self.consumer, 0, [entry.id], justid=True
         )
 
-    async def lag(self) -> int:
-        total = 0
-        with self.broker.errors("reading consumer lag"):
-            async with self.broker.client.pipeline(transaction=False) as pipe:
-                for stream in self.streams:
-                    pipe.xinfo_groups(stream)
-                replies: list[list[dict[str, Any]]] = await pipe.execute()
+    # -- lag and close --------------------------------------------------------------------
+
+    async def unacked(self) -> int:
+        """Undelivered and pending entries of the group on its streams, plus delayed ones."""
+        async with self.broker.client.pipeline(transaction=False) as pipe:
+            for stream in self.streams:
+                pipe.xinfo_groups(stream)
+            pipe.zcard(self.delayed)
+            *replies, delayed = await pipe.execute()
+        total = int(delayed)
         for groups in replies:
             for info in groups:
-                if info.get("name") == self.group and info.get("lag") is not None:
-                    total += int(info["lag"])
+                if info.get("name") == self.group:
+                    total += int(info.get("lag") or 0) + int(info.get("pending") or 0)
         return total
 
     async def close(self) -> None:
@@ -312,13 +339,9 @@ class RedisSubscription(Subscription):
         await self.pool.drain()
         self.broker.forget(self)
         with contextlib.suppress(RedisError, OSError):
-            await self._forget_consumer()
-
-    async def _forget_consumer(self) -> None:
-        client = self.broker.client
-        for stream in self.streams:
-            pending = await client.xpending_range(
-                stream, self.group, "-", "+", 1, consumername=self.consumer
-            )
-            if not pending:
-                await client.xgroup_delconsumer(stream, self.group, self.consumer)
+            for stream in self.streams:
+                pending: Any = await self.broker.client.xpending_range(
+                    stream, self.group, "-", "+", 1, consumername=self.consumer
+                )
+                if not pending:
+                    await self.broker.client.xgroup_delconsumer(stream, self.group, self.consumer)
