@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from fastapi import Request
 
 from medianest.errors import AuthenticationError, AuthorizationError, ConfigurationError
-from medianest.security.apikeys import extract_api_key, www_authenticate
+from medianest.security.apikeys import bearer_token, extract_api_key, www_authenticate
 from medianest.security.identity import Identity
 from medianest.security.roles import ROLE_SCOPES, Principal, Role, grants
 
@@ -60,11 +60,6 @@ def session_cookie(request: Request) -> str | None:
     return token
 
 
-def _bearer(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
-
-
 def check_origin(request: Request) -> None:
     """Refuse a cookie-authenticated unsafe request from another origin (CSRF)."""
     source = request.headers.get("origin") or request.headers.get("referer")
@@ -90,7 +85,7 @@ async def authenticate(request: Request) -> Principal | None:
     principal: Principal | None = None
     must_change = False
     presented = extract_api_key(request.headers)
-    bearer = _bearer(request)
+    bearer = bearer_token(request.headers)
     try:
         if presented is not None:
             principal = await identity(request).from_api_key(presented)

@@ -33,7 +33,12 @@ from medianest.gateway.ratelimit import RateIdentity, client_ip
 from medianest.gateway.table import RouteMatch, encode_path
 from medianest.gateway.upstream import Attempted, RouteRuntime
 from medianest.gateway.websocket import proxy_websocket
-from medianest.security.apikeys import extract_api_key, require_scopes, www_authenticate
+from medianest.security.apikeys import (
+    bearer_token,
+    extract_api_key,
+    require_scopes,
+    www_authenticate,
+)
 from medianest.security.roles import Principal
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -102,17 +107,12 @@ async def authenticate(
         info = await gateway.api_keys.verify(presented)
         principal = Principal.for_api_key(info.key_id, info.name, info.scopes, info.owner)
     else:
-        token = _bearer(headers)
+        token = bearer_token(headers)
         if token is None or identity is None:
             raise errors.AuthenticationError("an API key or access token is required")
         principal, _ = await identity.from_access_token(token)
     require_scopes(principal.scopes, route_scopes)
     return principal
-
-
-def _bearer(headers: Mapping[str, str]) -> str | None:
-    scheme, _, token = headers.get("authorization", "").strip().partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 async def handle_http(
@@ -157,7 +157,7 @@ async def handle_http(
                 headers=[("www-authenticate", www_authenticate("insufficient_scope", needed))],
             )
         except errors.AuthenticationError as exc:
-            error = "invalid_token" if extract_api_key(headers) or _bearer(headers) else None
+            error = "invalid_token" if extract_api_key(headers) or bearer_token(headers) else None
             return await ex.problem(
                 send,
                 401,

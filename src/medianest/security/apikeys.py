@@ -167,6 +167,13 @@ def extract_api_key(headers: Mapping[str, str]) -> str | None:
     return next((c for c in candidates if c.startswith(KEY_PREFIX)), None)
 
 
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    """The token of ``Authorization: Bearer <token>`` (any kind: API key, access token), or
+    None. ``headers`` must look names up case-insensitively or hold them in lower case."""
+    scheme, _, token = headers.get("authorization", "").strip().partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
