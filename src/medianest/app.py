@@ -39,6 +39,7 @@ from medianest.gateway.discovered import DiscoveredTargets
 from medianest.gateway.proxy import Gateway, GatewayMiddleware
 from medianest.gateway.ratelimit import RateLimiter
 from medianest.integrations.registry import Integrations
+from medianest.media_requests.wiring import saga_definitions, start_projection
 from medianest.messaging import Broker, create_broker
 from medianest.observability import configure_logging, get_logger
 from medianest.propagation import Propagation, instance_group
@@ -140,10 +141,13 @@ class Hub:
         self.event_store = create_event_store(url, **options)
         await self.event_store.start()
         self._stack.push_async_callback(self.event_store.close)
-        self.sagas = SagaOrchestrator(self.event_store, [], lease_ttl=found.saga_lease_ttl)
+        self.sagas = SagaOrchestrator(
+            self.event_store, saga_definitions(self), lease_ttl=found.saga_lease_ttl
+        )
         self._stack.push_async_callback(self.sagas.close)
         if "workers" not in self.settings.server.roles:
             return
+        await start_projection(self, self._stack)
         await self.sagas.recover()
         await self.sagas.start_recovery(found.saga_recovery_interval)
         if self.broker is not None:

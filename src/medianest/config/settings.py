@@ -35,6 +35,7 @@ from medianest.config.events import EventsSettings
 from medianest.config.gateway import GatewaySettings
 from medianest.config.identity import IdentitySettings
 from medianest.config.messaging import MessagingSettings
+from medianest.config.requests import RequestsSettings
 from medianest.config.oidc import OidcSettings
 from medianest.config.section import Section
 from medianest.resilience.config import PolicyConfig
@@ -232,6 +233,7 @@ class Settings(BaseSettings):
     discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
     messaging: MessagingSettings = Field(default_factory=MessagingSettings)
     events: EventsSettings = Field(default_factory=EventsSettings)
+    requests: RequestsSettings = Field(default_factory=RequestsSettings)
     oidc: OidcSettings | None = Field(
         None, description="Single sign-on with an OpenID provider: `[oidc]`, off when absent."
     )

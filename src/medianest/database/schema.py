@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -239,3 +240,27 @@ leases = Table(
 """Named leases (:mod:`medianest.events.leases`): which instance runs a job that must run
 once at a time (the outbox relay, driving one saga) and until when; a row past
 ``expires_at`` may be taken over by anyone."""
+
+media_requests = Table(
+    "media_requests",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user_id", String(200), nullable=False),
+    Column("media_type", String(16), nullable=False),
+    Column("tmdb_id", Integer, nullable=False),
+    Column("seasons", JSON, nullable=False),
+    Column("title", String(500), nullable=True),
+    Column("status", String(32), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("overseerr_id", String(64), nullable=True),
+    Column("saga_id", String(100), nullable=True, unique=True),
+    Column("position", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_media_requests_user_id_created_at", "user_id", "created_at"),
+    Index("ix_media_requests_created_at", "created_at"),
+)
+"""The read model of media requests (:mod:`medianest.media_requests.projection`), one row
+per request, kept from the ``request-media`` sagas and the ``request-<id>`` streams.
+``position`` is the event-log position of the last event applied to the row: a row only
+moves forward, so two projections running at once never undo each other."""

@@ -25,6 +25,8 @@ RequestDeclined     ``by``, ``reason``
 MediaAvailable      ``plex_rating_key`` (may be null)
 RequestFailed       ``reason``
 RequestCancelled    ``by``, ``reason``
+RequestCreated      the whole request once the ``request-media`` saga has made it
+                    (:mod:`medianest.media_requests.saga`); no change of state
 =================== ==================================================================
 """
 
@@ -50,6 +52,7 @@ TOPICS: Mapping[str, str] = {
     "MediaAvailable": "requests.available",
     "RequestFailed": "requests.failed",
     "RequestCancelled": "requests.cancelled",
+    "RequestCreated": "request.created",
 }
 """Broker topic of each event type (used by :func:`medianest.events.outbox.default_topic`)."""
 

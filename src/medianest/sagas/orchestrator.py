@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import copy
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, TypeVar
@@ -97,9 +98,13 @@ class SagaOrchestrator:
         input: Mapping[str, Any] | None = None,
         *,
         metadata: EventMetadata | None = None,
+        wait: bool = True,
     ) -> SagaRecord:
         """Record ``SagaStarted`` and drive the saga to its end; its final record.
 
+        Without ``wait`` the saga is driven in the background and the record just after
+        ``SagaStarted`` is returned: the saga is durable then (recovery finishes it should
+        this process stop), which is what an API answering 202 needs.
         :class:`~medianest.errors.ConcurrencyError` when a saga with this id exists.
         """
         definition = self.definition(definition_name)
@@ -110,6 +115,7 @@ class SagaOrchestrator:
             "steps": [step.name for step in definition.steps],
         }
         meta = metadata or EventMetadata(correlation_id=saga_id)
+        started: asyncio.Future[SagaRecord] = asyncio.get_running_loop().create_future()
 
         async def first() -> SagaRecord:
             event = NewEvent(R.SAGA_STARTED, data, metadata=meta)
@@ -117,9 +123,24 @@ class SagaOrchestrator:
                 await self.store.append(R.stream_of(saga_id), [event], NO_STREAM)
             except ConcurrencyError:
                 raise ConcurrencyError(f"saga {saga_id!r} exists already") from None
-            return await SagaDriver(self.store, definition, await load(self.store, saga_id)).run()
+            record = await load(self.store, saga_id)
+            started.set_result(copy.deepcopy(record))
+            return await SagaDriver(self.store, definition, record).run()
 
-        record = await self._leased(saga_id, first)
+        if wait:
+            record = await self._leased(saga_id, first)
+        else:
+            task = asyncio.create_task(
+                self._leased(saga_id, first), name=f"medianest-saga-{saga_id}"
+            )
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            task.add_done_callback(_log_failure)
+            either: list[asyncio.Future[Any]] = [started, task]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if started.done():
+                return started.result()
+            record = task.result()
         if record is None:
             raise ConcurrencyError(f"saga {saga_id!r} is being driven by another instance")
         return record
@@ -301,3 +322,13 @@ class SagaOrchestrator:
                 lost.set()
                 task.cancel()
                 return
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    """Log how a saga driven in the background stopped early (recovery resumes it)."""
+    if task.cancelled() or task.exception() is None:
+        return
+    error = task.exception()
+    _log.warning(
+        "saga driver stopped", task=task.get_name(), error=f"{type(error).__name__}: {error}"
+    )

@@ -12,6 +12,7 @@ from medianest.api.v1 import (
     admin_users,
     auth,
     catalog,
+    requests,
     services,
 )
 from medianest.security.roles import CATALOG_READ, SERVICES_READ
@@ -20,6 +21,7 @@ router = APIRouter(prefix="/api/v1")
 router.include_router(auth.router)
 router.include_router(catalog.router, dependencies=[Depends(requires(CATALOG_READ))])
 router.include_router(services.router, dependencies=[Depends(requires(SERVICES_READ))])
+router.include_router(requests.router)
 router.include_router(admin_keys.router)
 router.include_router(admin_gateway.router)
 router.include_router(admin_users.router)
