@@ -18,6 +18,8 @@ from medianest.security.roles import (
     CATALOG_READ,
     GATEWAY_ADMIN,
     KEYS_ADMIN,
+    REQUESTS_READ,
+    REQUESTS_WRITE,
     ROLE_SCOPES,
     SERVICES_READ,
     USERS_ADMIN,
@@ -52,10 +54,12 @@ PREFIX_SCOPES = (
 SAMPLE_PARAMS = {"media_type": "movie"}
 
 
-def needed_scope(path: str) -> str | None:
-    """What the walk expects ``path`` to need (None: signed in, any role)."""
+def needed_scope(method: str, path: str) -> str | None:
+    """What the walk expects ``method path`` to need (None: signed in, any role)."""
     if path in SIGNED_IN:
         return None
+    if path.startswith("/api/v1/requests"):
+        return REQUESTS_WRITE if method == "POST" else REQUESTS_READ
     return next(scope for prefix, scope in PREFIX_SCOPES if path.startswith(prefix))
 
 
@@ -106,7 +110,7 @@ async def test_every_operation_needs_what_it_declares(hub_url: tuple[str, Hub]) 
             async with http.request(method, url + concrete, json={}) as answer:
                 assert answer.status == 401, (method, path, answer.status)
                 assert answer.headers["WWW-Authenticate"].startswith("Bearer")
-            scope = needed_scope(path)
+            scope = needed_scope(method, path)
             for role in Role:
                 allowed = scope is None or grants(ROLE_SCOPES[role], scope)
                 headers = await token_for(hub.identity, role)
