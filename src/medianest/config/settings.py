@@ -35,8 +35,8 @@ from medianest.config.events import EventsSettings
 from medianest.config.gateway import GatewaySettings
 from medianest.config.identity import IdentitySettings
 from medianest.config.messaging import MessagingSettings
-from medianest.config.requests import RequestsSettings
 from medianest.config.oidc import OidcSettings
+from medianest.config.requests import RequestsSettings
 from medianest.config.section import Section
 from medianest.resilience.config import PolicyConfig
 
