@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError as ModelError
 
-from medianest.messaging import RetryPolicy
 from medianest.config.messaging import MessagingSettings
+from medianest.messaging import RetryPolicy
 
 
 def test_defaults_name_the_embedded_broker() -> None:
