@@ -3,7 +3,22 @@
 
 Every hub process of a deployment shares the store through the database. How positions stay
 gap-free and in commit order, and what that costs, is explained in
-:mod:`~medianest.events.backends.sql_store`. Live subscriptions are woken
+:mod:`~medianest.events.backends.sql_store`.
+
+**Group commit.** A store object writes through one writer task: ``append`` checks its
+arguments, queues the append and waits for its answer; the writer takes every queued append
+(up to 1,000 events) into one transaction, checks each against the streams as the ones
+before it in the group left them, writes those that fit and commits once. Concurrent
+appenders thus share the transaction's round trips, the position counter's lock and the
+commit (one WAL flush), which is where an append's time goes (``bench/event_store.py``);
+an append alone is a group of one. Each append still succeeds or fails on its own: an
+append whose expected version does not fit gets its
+:class:`~medianest.errors.WrongExpectedVersion` and is not written, and a database error
+that the group may owe to one append is retried one append at a time. An append cancelled
+before the writer takes it is not written; one cancelled later may be (as before: retry it
+with the same ids). The writer keeps its connection while appends keep coming.
+
+Live subscriptions are woken
 
 * in this process, by this object's appends, at once;
 * in other processes, on PostgreSQL by ``LISTEN/NOTIFY`` (:mod:`.pg_listener`, a dedicated
@@ -19,10 +34,14 @@ same database keeps its checkpoint in its own transaction with
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -30,7 +49,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from medianest.backends import mask_url
 from medianest.database import Database
 from medianest.database.engine import _reason
-from medianest.errors import BackendError, BackendUnavailable
+from medianest.errors import (
+    BackendError,
+    BackendUnavailable,
+    ValidationError,
+    WrongExpectedVersion,
+)
 from medianest.events.appending import PreparedEvent, prepare, replayed
 from medianest.events.backends import sql_store as store
 from medianest.events.backends.sql_store import load_checkpoint, save_checkpoint
@@ -55,6 +79,8 @@ _ASYNC_DRIVERS = {
     "postgresql": "postgresql+asyncpg",
 }
 _APPEND_ATTEMPTS = 5
+_GROUP = 1000
+"""Most events in one group commit (one append larger than that is a group of its own)."""
 
 
 def async_url(url: str) -> str:
@@ -68,12 +94,76 @@ class _Conflict(BackendError):
     """A unique constraint refused a write: another appender got there first; retry."""
 
 
-class _Replayed(Exception):
-    """Raised inside an append's transaction to roll it back and return ``result``."""
+class _Pending:
+    """An append waiting for the store's writer, and its caller's future."""
 
-    def __init__(self, result: AppendResult) -> None:
-        super().__init__()
-        self.result = result
+    __slots__ = ("batch", "expected", "future", "stream_id")
+
+    def __init__(
+        self, stream_id: str, batch: list[PreparedEvent], expected: ExpectedVersion
+    ) -> None:
+        self.stream_id = stream_id
+        self.batch = batch
+        self.expected = expected
+        self.future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+
+    def settle(self, outcome: AppendResult | BaseException) -> None:
+        if not self.future.done():
+            if isinstance(outcome, AppendResult):
+                self.future.set_result(outcome)
+            else:
+                self.future.set_exception(outcome)
+
+
+_Outcome = AppendResult | ValidationError | WrongExpectedVersion
+
+
+@dataclass
+class _Plan:
+    """What one transaction does with a group: the appends it writes (each with its
+    stream's version before it), the answers decided without writing (replays, refusals),
+    and the appends left for the next transaction (they reuse an id of an earlier append
+    of the group: as a retry, they must find it stored)."""
+
+    written: list[tuple[_Pending, int]] = field(default_factory=list)
+    answered: list[tuple[_Pending, _Outcome]] = field(default_factory=list)
+    deferred: list[_Pending] = field(default_factory=list)
+    versions: dict[str, int] = field(default_factory=dict)
+
+
+def _plan(
+    group: list[_Pending], versions: dict[str, int], stored: dict[UUID, RecordedEvent] | None
+) -> _Plan | None:
+    """Check the group's appends in order against the stream ``versions`` (each sees the
+    ones before it). ``stored`` are the already stored events among the group's ids; None
+    when they were not looked up, and then None is returned if an expected version does not
+    fit: that append may be a retry of one that went through, so the ids must be looked up."""
+    plan = _Plan(versions=dict(versions))
+    taken: set[UUID] = set()
+    for item in group:
+        ids = {prepared.event.id for prepared in item.batch}
+        if not taken.isdisjoint(ids):
+            plan.deferred.append(item)
+            continue
+        current = plan.versions.get(item.stream_id, 0)
+        try:
+            if stored is not None and not stored.keys().isdisjoint(ids):
+                result = replayed(item.stream_id, item.batch, item.expected, stored, current)
+                plan.answered.append((item, result))
+                continue
+            check_expected(item.stream_id, item.expected, current)
+        except WrongExpectedVersion as exc:
+            if stored is None:
+                return None
+            plan.answered.append((item, exc))
+            continue
+        except ValidationError as exc:
+            plan.answered.append((item, exc))
+            continue
+        plan.versions[item.stream_id] = current + len(item.batch)
+        taken.update(ids)
+        plan.written.append((item, current))
+    return plan
 
 
 class SqlEventStore(EventStore):
@@ -97,6 +187,8 @@ class SqlEventStore(EventStore):
         )
         self.listener: Any = None
         self._started = False
+        self._pending: deque[_Pending] = deque()
+        self._writer: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(
@@ -139,7 +231,14 @@ class SqlEventStore(EventStore):
         self._started = True
 
     async def close(self) -> None:
+        """Refuse new appends, let the queued ones finish (10 s at most), release."""
         self._started = False
+        writer, self._writer = self._writer, None
+        if writer is not None and not writer.done():
+            await asyncio.wait([writer], timeout=10)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
         self._signal.close()
         await self._release()
 
@@ -151,7 +250,7 @@ class SqlEventStore(EventStore):
             await self.database.close()
 
     async def ping(self) -> None:
-        async with self._connection() as conn:
+        async with self._reading() as conn:
             await store.head_position(conn)
 
     def _check_open(self) -> None:
@@ -163,39 +262,106 @@ class SqlEventStore(EventStore):
     async def append(
         self, stream_id: str, events: Sequence[NewEvent], expected_version: ExpectedVersion
     ) -> AppendResult:
+        """Queue the append for the store's writer (group commit, module docstring)."""
         batch = prepare(stream_id, events, expected_version)
-        for _ in range(_APPEND_ATTEMPTS):
-            try:
-                result = await self._append_once(stream_id, batch, expected_version)
-            except _Replayed as replay:
-                return replay.result
-            except _Conflict:
-                continue
-            self._signal.notify()
-            return result
-        raise BackendError(
-            f"append to {stream_id!r} kept conflicting with other writers", backend=self._backend
-        )
+        self._check_open()
+        pending = _Pending(stream_id, batch, expected_version)
+        self._pending.append(pending)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_pending(), name="event-store-writer")
+        return await pending.future
 
-    async def _append_once(
-        self, stream_id: str, batch: list[PreparedEvent], expected: ExpectedVersion
-    ) -> AppendResult:
-        """One transaction (order explained in :mod:`.sql_store`)."""
-        async with self._connection(write=True) as conn:
-            await store.begin_write(conn)
-            current = await store.stream_version(conn, stream_id, lock=True)
-            stored = await store.events_by_ids(conn, [item.event.id for item in batch])
-            if stored:
-                raise _Replayed(replayed(stream_id, batch, expected, stored, current))
-            check_expected(stream_id, expected, current)
-            version = current + len(batch)
-            await store.set_stream_version(conn, stream_id, current, version)
-            first = await store.claim_positions(conn, len(batch))
-            now = datetime.now(UTC)
-            await store.insert_events(conn, stream_id, batch, current + 1, first, now)
-            last = first + len(batch) - 1
-            await store.notify(conn, last)
-        return AppendResult(next_version=version, position=last)
+    async def _write_pending(self) -> None:
+        """Commit queued appends, a group per transaction, until the queue is empty, on one
+        connection while it works (a fresh one after a failure)."""
+        while self._pending:
+            try:
+                async with self._connection() as conn:
+                    while self._pending:
+                        group = self._next_group()
+                        if group and not await self._commit_group(conn, group):
+                            break
+            except Exception as exc:  # no connection: every queued append fails alike
+                while self._pending:
+                    self._pending.popleft().settle(exc)
+
+    def _next_group(self) -> list[_Pending]:
+        group: list[_Pending] = []
+        size = 0
+        while self._pending and (not group or size + len(self._pending[0].batch) <= _GROUP):
+            item = self._pending.popleft()
+            if not item.future.done():  # its caller was cancelled before it was written
+                group.append(item)
+                size += len(item.batch)
+        return group
+
+    async def _commit_group(self, conn: AsyncConnection, group: list[_Pending]) -> bool:
+        """Commit ``group`` and answer each caller (False after a failure). A failure the
+        group may owe to one of its appends is retried one append at a time, so that only
+        that caller sees it."""
+        try:
+            for attempt in range(_APPEND_ATTEMPTS):
+                try:
+                    outcomes, deferred = await self._commit_once(conn, group, attempt > 0)
+                except _Conflict:
+                    continue
+                self._pending.extendleft(reversed(deferred))
+                for item, outcome in outcomes:
+                    item.settle(outcome)
+                self._signal.notify()
+                return True
+            error: BaseException = BackendError(
+                "append kept conflicting with other writers", backend=self._backend
+            )
+        except Exception as exc:
+            if len(group) > 1 and not isinstance(exc, BackendUnavailable):
+                for item in group:
+                    await self._commit_group(conn, [item])
+                return False
+            error = exc
+        except BaseException:  # cancelled (the store closes): nobody waits for ever
+            for item in group:
+                item.settle(BackendError("the event store closed", backend=self._backend))
+            raise
+        for item in group:
+            item.settle(error)
+        return False
+
+    async def _commit_once(
+        self, conn: AsyncConnection, group: list[_Pending], look_up_ids: bool
+    ) -> tuple[list[tuple[_Pending, _Outcome]], list[_Pending]]:
+        """One transaction for ``group``; the answers and the appends left for the next one.
+
+        The event ids are looked up only when ``look_up_ids`` or when an expected version
+        does not fit: a retry of an append that went through and fits again breaks the
+        unique ``id`` constraint instead, and the group runs again with the lookup."""
+        with self._translated():
+            async with conn.begin():
+                await store.begin_write(conn)
+                versions = await store.stream_versions(conn, (item.stream_id for item in group))
+                plan = None if look_up_ids else _plan(group, versions, None)
+                if plan is None:
+                    ids = [prepared.event.id for item in group for prepared in item.batch]
+                    plan = _plan(group, versions, await store.events_by_ids(conn, ids))
+                    assert plan is not None
+                if plan.written:
+                    await self._write(conn, plan, existing=set(versions))
+        return plan.answered, plan.deferred
+
+    @staticmethod
+    async def _write(conn: AsyncConnection, plan: _Plan, *, existing: set[str]) -> None:
+        """Write the plan's appends (stream rows, positions, events); answer them."""
+        streams = {item.stream_id for item, _ in plan.written}
+        created = {s: plan.versions[s] for s in streams - existing}
+        moved = {s: plan.versions[s] for s in streams & existing}
+        await store.set_stream_versions(conn, created, moved)
+        count = sum(len(item.batch) for item, _ in plan.written)
+        position = await store.claim_positions(conn, count)
+        segments = [(item.stream_id, item.batch, current + 1) for item, current in plan.written]
+        await store.insert_events(conn, segments, position, datetime.now(UTC))
+        for item, current in plan.written:
+            position += len(item.batch)
+            plan.answered.append((item, AppendResult(current + len(item.batch), position - 1)))
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -209,7 +375,7 @@ class SqlEventStore(EventStore):
         check_name("stream_id", stream_id)
         check_position("from_version", from_version, optional=True)
         limit = check_limit(limit)
-        async with self._connection() as conn:
+        async with self._reading() as conn:
             found = await store.read_stream(conn, stream_id, from_version, limit, backwards)
         return [self.upcasters.apply(event) for event in found]
 
@@ -221,17 +387,17 @@ class SqlEventStore(EventStore):
     ) -> list[RecordedEvent]:
         check_position("from_position", from_position)
         limit = check_limit(limit)
-        async with self._connection() as conn:
+        async with self._reading() as conn:
             found = await store.read_all(conn, from_position, limit, filter or EventFilter())
         return [self.upcasters.apply(event) for event in found]
 
     async def head_position(self) -> int:
-        async with self._connection() as conn:
+        async with self._reading() as conn:
             return await store.head_position(conn)
 
     async def stream_version(self, stream_id: str) -> int:
         check_name("stream_id", stream_id)
-        async with self._connection() as conn:
+        async with self._reading() as conn:
             return await store.stream_version(conn, stream_id)
 
     # -- snapshots and checkpoints --------------------------------------------------------
@@ -248,7 +414,7 @@ class SqlEventStore(EventStore):
         self, stream_id: str, schema_version: int | None = None
     ) -> Snapshot | None:
         check_name("stream_id", stream_id)
-        async with self._connection() as conn:
+        async with self._reading() as conn:
             snapshot = await store.load_snapshot(conn, stream_id)
         if snapshot is None or (
             schema_version is not None and snapshot.schema_version != schema_version
@@ -264,19 +430,34 @@ class SqlEventStore(EventStore):
 
     async def load_checkpoint(self, name: str) -> int:
         check_name("name", name)
-        async with self._connection() as conn:
+        async with self._reading() as conn:
             return await load_checkpoint(conn, name)
 
     # -- the one place driver errors are translated ---------------------------------------
 
     @contextlib.asynccontextmanager
     async def _connection(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
-        """A connection (a committed-on-exit transaction when ``write``). Driver errors
-        become :class:`BackendUnavailable`, :class:`BackendError`, or ``_Conflict`` for a
-        unique constraint."""
-        try:
+        """A connection (a committed-on-exit transaction when ``write``), errors translated."""
+        with self._translated():
             async with self.database.begin() if write else self.database.connect() as conn:
                 yield conn
+
+    @contextlib.asynccontextmanager
+    async def _reading(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads. On PostgreSQL each statement runs alone (autocommit),
+        which saves the ``BEGIN`` and ``ROLLBACK`` round trips around a one-statement read
+        (a live subscription's lag is mostly its read)."""
+        async with self._connection() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
+
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Driver errors become :class:`BackendUnavailable`, :class:`BackendError`, or
+        ``_Conflict`` for a unique constraint."""
+        try:
+            yield
         except IntegrityError as exc:
             raise _Conflict(
                 f"event store write conflicted: {_reason(exc)}", backend=self._backend

@@ -4,22 +4,25 @@ Tables (:mod:`medianest.database.schema`, migration ``0006``): ``events`` (the l
 ``event_streams`` (each stream's version), ``event_position`` (one row: the last position
 handed out), ``event_snapshots`` and ``event_checkpoints``.
 
-**Positions.** An append's transaction runs, in this order: :func:`begin_write`, lock and
-read its stream's row (:func:`stream_version`), look up its event ids, check the expected
-version, write the stream row, then :func:`claim_positions` -- ``UPDATE event_position SET
-last = last + n RETURNING last`` -- insert the events and (PostgreSQL) ``pg_notify``. The
-counter row stays locked until the transaction ends, so the next appender's ``UPDATE`` waits
-for this commit and only then gets the following positions: positions are handed out in
-commit order, and a rolled-back append gives its positions back (no gaps, unlike a
-sequence, whose values are taken at ``nextval`` time, in no particular commit order, and
-lost on rollback). PostgreSQL makes a commit visible before it releases the transaction's
-locks, so when the next appender holds the row, every smaller position is already visible.
+**Positions.** An append's transaction (a group of appends, see
+:mod:`~medianest.events.backends.sql`) runs, in this order: :func:`begin_write`, lock and read
+its streams' rows (:func:`stream_versions`), check the expected versions (the event ids
+are looked up, :func:`events_by_ids`, only when one does not fit or after the unique ``id``
+refused a write: then an append may be a retry), write the stream rows, then
+:func:`claim_positions` -- ``UPDATE event_position SET last = last + n RETURNING last``, with
+``pg_notify`` on PostgreSQL -- and insert the events. The counter row stays locked until the
+transaction ends, so the next appender's ``UPDATE`` waits for this commit and only then gets
+the following positions: positions are handed out in commit order, and a rolled-back append
+gives its positions back (no gaps, unlike a sequence, whose values are taken at ``nextval``
+time, in no particular commit order, and lost on rollback). PostgreSQL makes a commit
+visible before it releases the transaction's locks, so when the next appender holds the
+row, every smaller position is already visible.
 
-The price: appends to *different* streams serialise on that row for the tail of their
-transaction (event inserts, notify, commit and its WAL flush), so one database takes about
-one append per commit latency -- a few thousand appends per second on a local SSD, fewer
-over a network. Batching events into one append amortises it; the stream checks and id
-lookups run before the row is taken, in parallel across streams.
+The price: transactions serialise on that row for their tail (event inserts, commit and its
+WAL flush), so one database takes about one transaction per commit latency. A store object
+puts all its concurrent appends into one transaction (group commit), and batching events
+into one append amortises it too; the stream checks run before the row is taken, in
+parallel across processes.
 
 On SQLite there is one writer at a time anyway: :func:`begin_write` makes the first
 statement a write so the database lock is taken before anything is read (a deferred
@@ -30,12 +33,12 @@ Times are aware UTC datetimes; SQLite hands them back naive, :func:`utc` puts UT
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import Text, bindparam, cast, func, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -88,74 +91,88 @@ async def begin_write(conn: AsyncConnection) -> None:
         await conn.execute(update(event_position).where(_P.id == 1).values(last=_P.last))
 
 
-async def stream_version(conn: AsyncConnection, stream_id: str, *, lock: bool = False) -> int:
-    """The stream's version (0 = none); ``lock`` holds its row until the transaction ends."""
-    query = select(_S.version).where(_S.stream_id == stream_id)
-    if lock:
-        query = query.with_for_update()
-    found = (await conn.execute(query)).scalar_one_or_none()
-    return int(found or 0)
+async def stream_version(conn: AsyncConnection, stream_id: str) -> int:
+    """The stream's version (0 = none)."""
+    found = await conn.execute(select(_S.version).where(_S.stream_id == stream_id))
+    return int(found.scalar_one_or_none() or 0)
 
 
-async def set_stream_version(
-    conn: AsyncConnection, stream_id: str, current: int, version: int
+async def stream_versions(conn: AsyncConnection, stream_ids: Iterable[str]) -> dict[str, int]:
+    """The versions of the streams that exist among ``stream_ids``, their rows locked until
+    the transaction ends (in one order, so that two appenders cannot deadlock)."""
+    query = (
+        select(_S.stream_id, _S.version)
+        .where(_S.stream_id.in_(sorted(set(stream_ids))))
+        .order_by(_S.stream_id)
+        .with_for_update()
+    )
+    return {stream_id: int(version) for stream_id, version in await conn.execute(query)}
+
+
+async def set_stream_versions(
+    conn: AsyncConnection, created: dict[str, int], moved: dict[str, int]
 ) -> None:
-    """Move the stream row from ``current`` (0: create it) to ``version``.
+    """Create the ``created`` stream rows and move the ``moved`` ones to their new versions.
 
     Creating a row another transaction is creating too raises ``IntegrityError`` (after
     that one commits): the caller retries and sees the stream as it now is.
     """
-    if current == 0:
-        await conn.execute(insert(event_streams).values(stream_id=stream_id, version=version))
-    else:
+    if created:
+        rows = [{"stream_id": s, "version": v} for s, v in created.items()]
+        await conn.execute(insert(event_streams), rows)
+    if moved:
         await conn.execute(
-            update(event_streams).where(_S.stream_id == stream_id).values(version=version)
+            update(event_streams)
+            .where(_S.stream_id == bindparam("sid"))
+            .values(version=bindparam("v")),
+            [{"sid": s, "v": v} for s, v in moved.items()],
         )
 
 
 async def claim_positions(conn: AsyncConnection, count: int) -> int:
-    """Reserve ``count`` positions; returns the first. Holds the counter row until commit."""
-    result = await conn.execute(
-        update(event_position).where(_P.id == 1).values(last=_P.last + count).returning(_P.last)
-    )
-    last = result.scalar_one_or_none()
+    """Reserve ``count`` positions; returns the first. Holds the counter row until commit.
+
+    On PostgreSQL the same statement calls ``pg_notify`` (delivered to listeners at commit,
+    payload: the last position), which saves a round trip per append.
+    """
+    claim = update(event_position).where(_P.id == 1).values(last=_P.last + count)
+    if conn.dialect.name == "postgresql":
+        claim = claim.returning(_P.last, func.pg_notify(CHANNEL, cast(_P.last, Text)))
+    else:
+        claim = claim.returning(_P.last)
+    last = (await conn.execute(claim)).scalar_one_or_none()
     if last is None:
         raise BackendError("event_position has no row: run the migrations (medianest migrate)")
     return int(last) - count + 1
 
 
+Segment = tuple[str, Sequence[PreparedEvent], int]
+"""Events of one append: the stream, the events, the version of the first one."""
+
+
 async def insert_events(
-    conn: AsyncConnection,
-    stream_id: str,
-    batch: Sequence[PreparedEvent],
-    first_version: int,
-    first_position: int,
-    now: datetime,
+    conn: AsyncConnection, segments: Sequence[Segment], first_position: int, now: datetime
 ) -> None:
-    rows = [
-        {
-            "position": first_position + offset,
-            "id": str(item.event.id),
-            "stream_id": stream_id,
-            "version": first_version + offset,
-            "type": item.event.type,
-            "schema_version": item.event.schema_version,
-            "data": item.data,
-            "metadata": item.metadata,
-            "recorded_at": now,
-        }
-        for offset, item in enumerate(batch)
-    ]
+    """Insert the segments' events at consecutive positions from ``first_position``."""
+    rows = []
+    position = first_position
+    for stream_id, batch, first_version in segments:
+        for offset, item in enumerate(batch):
+            rows.append(
+                {
+                    "position": position,
+                    "id": str(item.event.id),
+                    "stream_id": stream_id,
+                    "version": first_version + offset,
+                    "type": item.event.type,
+                    "schema_version": item.event.schema_version,
+                    "data": item.data,
+                    "metadata": item.metadata,
+                    "recorded_at": now,
+                }
+            )
+            position += 1
     await conn.execute(insert(events), rows)
-
-
-async def notify(conn: AsyncConnection, position: int) -> None:
-    """PostgreSQL: tell listeners at commit that the log grew (nothing on SQLite)."""
-    if conn.dialect.name == "postgresql":
-        await conn.execute(
-            text("SELECT pg_notify(:channel, :payload)"),
-            {"channel": CHANNEL, "payload": str(position)},
-        )
 
 
 def from_row(row: RowMapping) -> RecordedEvent:
