@@ -75,9 +75,23 @@ async def _sqlite(tmp_path: Path, name: str) -> AsyncIterator[Broker]:
         yield broker
 
 
+def _server_row(kind: str) -> BrokerFactory:
+    def make(tmp_path: Path, name: str) -> AbstractAsyncContextManager[Broker]:
+        from tests.support import server_brokers
+
+        factory: Any = getattr(server_brokers, f"{kind}_broker")
+        made: AbstractAsyncContextManager[Broker] = factory(tmp_path, name)
+        return made
+
+    return make
+
+
 ROWS: dict[str, BrokerRow] = {
     "memory": BrokerRow(_memory, ordered_keys=True),
     "sqlite": BrokerRow(_sqlite, ordered_keys=True),
+    "redis": BrokerRow(_server_row("redis")),
+    "amqp": BrokerRow(_server_row("amqp")),
+    "nats": BrokerRow(_server_row("nats")),
 }
 """Backend name → row; the conformance suite is parametrized over these names."""
 

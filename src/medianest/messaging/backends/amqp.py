@@ -20,13 +20,9 @@ Topology under the prefix ``p``:
   step's delay, after which RabbitMQ dead-letters it back to the group's queue through the
   default exchange — a delayed redelivery without a hot loop, and a long delay never holds
   up a short one (a single queue with per-message TTLs only expires its head);
-* exchange ``p.dlx`` (fanout) and queue ``p.dead-letters``: dead letters of every group,
-  with the group, error, attempt count and time in ``x-medianest-*`` headers, and a
-  dead-letter id as ``message_id``. One queue (not one per group) so that listing every
-  dead letter needs no management API. Listing browses it with ``basic.get`` on a channel
-  of its own, without acknowledging, and closes that channel: RabbitMQ puts the messages
-  back in their places (replay and purge acknowledge the ones they take). Browsing reads
-  the whole queue, which suits an operator's dead-letter queue, not a million messages.
+* exchange ``p.dlx`` (fanout) and queue ``p.dead-letters``: the dead letters of every
+  group, one queue so that listing them all needs no management API; read by browsing
+  (:mod:`~medianest.messaging.backends.amqp_dead_letters`).
 
 Publishing waits for RabbitMQ's publisher confirm of a persistent message (``timeout``
 seconds), so a publish that returned is on disk in a durable queue of each group. It never
@@ -40,8 +36,8 @@ killing its consumers. **Ordering**: one queue is FIFO, but with several consume
 prefetch above 1 and retries that come back later, per-key order is not guaranteed
 (``ordered_keys = False``). **Lag**: messages ready in each group's queue and in the delay
 queues this process declared, plus the handlers running here (AMQP does not count another
-consumer's unacknowledged messages; the management API would).
-Handlers must finish within RabbitMQ's ``consumer_timeout`` (30 minutes by default).
+consumer's unacknowledged messages; the management API would). Handlers must finish within
+RabbitMQ's ``consumer_timeout`` (30 minutes by default).
 """
 
 from __future__ import annotations
@@ -60,14 +56,11 @@ from aio_pika.abc import (
 from aio_pika.exceptions import AMQPConnectionError, AMQPError, ChannelInvalidStateError
 
 from medianest.backends import mask_url
-from medianest.errors import BackendError, BackendUnavailable, NotFoundError
-from medianest.messaging.backends.amqp_consumer import (
-    AmqpSubscription,
-    Incoming,
-    amqp_message,
-    dead_letter_of,
-)
-from medianest.messaging.backends.delivery import LagCache, broker_options, error_text
+from medianest.errors import BackendError, BackendUnavailable
+from medianest.messaging.backends.amqp_consumer import AmqpSubscription, amqp_message
+from medianest.messaging.backends.amqp_dead_letters import AmqpDeadLetters
+from medianest.messaging.backends.delivery import error_text
+from medianest.messaging.backends.upkeep import LagCache, broker_options
 from medianest.messaging.base import (
     Broker,
     DeadLetter,
@@ -106,6 +99,7 @@ class AmqpBroker(Broker):
         self.retry: RetryPolicy = merged["retry"] or RetryPolicy()
         self.metrics: MessagingMetrics = merged["metrics"] or MessagingMetrics.for_registry()
         self._lag = LagCache(self._read_lag, float(merged["lag_interval"]))
+        self.dead = AmqpDeadLetters(self)
         self._driver_url = driver_url
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
@@ -197,7 +191,7 @@ class AmqpBroker(Broker):
     async def ping(self) -> None:
         if self._connection is None or self._connection.is_closed:
             raise BackendUnavailable("rabbitmq connection is down", backend=mask_url(self.url))
-        async with self._temporary_channel("pinging"):
+        async with self.temporary_channel("pinging"):
             pass
 
     async def publish(self, message: Message) -> None:
@@ -236,7 +230,7 @@ class AmqpBroker(Broker):
         self._subscriptions.discard(subscription)
 
     @contextlib.asynccontextmanager
-    async def _temporary_channel(self, doing: str) -> AsyncIterator[AbstractChannel]:
+    async def temporary_channel(self, doing: str) -> AsyncIterator[AbstractChannel]:
         with self.errors(doing):
             channel = await self.connection.channel(publisher_confirms=True)
             try:
@@ -245,77 +239,25 @@ class AmqpBroker(Broker):
                 with contextlib.suppress(AMQPError, OSError, ChannelInvalidStateError):
                     await channel.close()
 
-    @contextlib.asynccontextmanager
-    async def _browse(self, doing: str) -> AsyncIterator[tuple[AbstractChannel, list[Incoming]]]:
-        """A channel of its own and every dead letter, unacknowledged: put back in place
-        when the channel closes, unless acknowledged inside the block."""
-        async with self._temporary_channel(doing) as channel:
-            queue = await channel.declare_queue(self.dead_letter_queue, durable=True)
-            count = queue.declaration_result.message_count or 0
-            letters: list[Incoming] = []
-            for _ in range(count):
-                got = await queue.get(no_ack=False, fail=False, timeout=self.timeout)
-                if got is None:
-                    break
-                letters.append(got)
-            yield channel, letters
+    # -- dead letters (amqp_dead_letters) ------------------------------------------------
 
     async def dead_letters(
         self, topic: str | None = None, group: str | None = None, limit: int = 100
     ) -> list[DeadLetter]:
-        async with self._browse("reading dead letters") as (_, letters):
-            found = [dead_letter_of(self, raw) for raw in letters]
-        wanted = [
-            d
-            for d in found
-            if (topic is None or d.message.topic == topic) and (group is None or d.group == group)
-        ]
-        return wanted[:limit]
+        return await self.dead.scan(topic, group, limit)
 
     async def dead_letter(self, dead_letter_id: str) -> DeadLetter:
-        """One dead letter by id; NotFoundError if there is none."""
-        async with self._browse("reading a dead letter") as (_, letters):
-            for raw in letters:
-                if raw.message_id == dead_letter_id:
-                    return dead_letter_of(self, raw)
-        raise NotFoundError(f"no dead letter {dead_letter_id!r}")
+        return await self.dead.get(dead_letter_id)
 
     async def replay(self, dead_letter_id: str) -> Message:
         """Publish the message (attempt 1) straight to its group's queue, confirmed, then
         acknowledge (remove) the dead letter."""
-        async with self._browse("replaying a dead letter") as (channel, letters):
-            for raw in letters:
-                if raw.message_id != dead_letter_id:
-                    continue
-                letter = dead_letter_of(self, raw)
-                message, text = encode(letter.message)
-                queue = await channel.declare_queue(
-                    self.group_queue(letter.group), durable=True, arguments=self.group_arguments()
-                )
-                self.declared.add(queue.name)
-                await channel.default_exchange.publish(
-                    amqp_message(message, text), queue.name, timeout=self.timeout
-                )
-                await raw.ack()
-                return message
-        raise NotFoundError(f"no dead letter {dead_letter_id!r}")
+        return await self.dead.replay(dead_letter_id)
 
     async def purge(self, topic: str | None = None, group: str | None = None) -> int:
-        if topic is None and group is None:
-            async with self._temporary_channel("purging dead letters") as channel:
-                queue = await channel.declare_queue(self.dead_letter_queue, durable=True)
-                result = await queue.purge(timeout=self.timeout)
-                return int(result.message_count or 0)
-        purged = 0
-        async with self._browse("purging dead letters") as (_, letters):
-            for raw in letters:
-                letter = dead_letter_of(self, raw)
-                if (topic is None or letter.message.topic == topic) and (
-                    group is None or letter.group == group
-                ):
-                    await raw.ack()
-                    purged += 1
-        return purged
+        return await self.dead.purge(topic, group)
+
+    # -- lag ------------------------------------------------------------------------------
 
     def lag(self) -> dict[str, int] | None:
         """Messages not yet acked per group this broker consumes (module docstring), as
@@ -328,7 +270,7 @@ class AmqpBroker(Broker):
 
     async def _read_lag(self) -> dict[str, int]:
         totals: dict[str, int] = {}
-        async with self._temporary_channel("reading consumer lag") as channel:
+        async with self.temporary_channel("reading consumer lag") as channel:
             for subscription in list(self._subscriptions):
                 group = subscription.group
                 if group not in totals:

@@ -34,7 +34,6 @@ from medianest.messaging.backends.delivery import (
     undecodable,
 )
 from medianest.messaging.base import (
-    DeadLetter,
     Handler,
     Message,
     RetryPolicy,
@@ -67,38 +66,6 @@ def amqp_message(
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         message_id=message_id or message.id,
         headers=headers,
-    )
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def dead_letter_of(broker: AmqpBroker, raw: Incoming) -> DeadLetter:
-    """Read a message of the dead-letter queue: ours (``x-medianest-*`` headers) or one
-    RabbitMQ dead-lettered itself (``x-death``: rejected, expired, over a length limit)."""
-    headers = dict(raw.headers or {})
-    try:
-        message = decode(raw.body)
-    except ValidationError:
-        message = undecodable(raw.routing_key or "unknown", raw.body)
-    deaths = headers.get("x-death")
-    first = deaths[0] if isinstance(deaths, list) and deaths else None
-    death: dict[str, Any] = dict(first) if isinstance(first, dict) else {}
-    group = _text(headers.get("x-medianest-group", "")) or _text(
-        death.get("queue", "")
-    ).removeprefix(broker.group_queue(""))
-    error = headers.get("x-medianest-error")
-    failed_at = headers.get("x-medianest-failed-at")
-    return DeadLetter(
-        id=raw.message_id or message.id,
-        message=message,
-        group=group,
-        error=_text(error)
-        if error is not None
-        else f"dead-lettered by RabbitMQ: {death.get('reason')}",
-        attempts=int(str(headers.get("x-medianest-attempts", message.attempt))),
-        failed_at=datetime.fromisoformat(_text(failed_at)) if failed_at else datetime.now(UTC),
     )
 
 
@@ -162,7 +129,7 @@ class AmqpSubscription(Subscription):
         except ValidationError as exc:
             stand_in = undecodable(incoming.routing_key or "unknown", incoming.body)
             error = f"undecodable envelope: {error_text(exc)}"
-            await self._quietly(self.dead_letter(incoming, stand_in, error, 1))
+            await self.pool.reject(stand_in, incoming, error)
             return
         if incoming.redelivered and not self._closed:
             # A consumer died (or let go) holding this message: that delivery counts.

@@ -11,21 +11,19 @@ message (7 days; 0 for ever); ``lag_interval`` (5); ``metrics``.
 Layout for the prefix ``p``:
 
 * stream ``p`` over ``p.>`` on file storage, limits retention: a message stays ``max_age``
-  (a group that has not handled a message in that time loses it: watch the lag). Interest
+  (a group that has not handled a message by then loses it: watch the lag). Interest
   retention (a message deleted once every matching group acked it) would bound the stream
-  by itself, but with nats-server 2.9 it lost acknowledged publishes that were being
-  delivered when the server was restarted (``tests/messaging/test_broker_faults.py``
-  reproduces it), so it is not used. Topic ``a.b`` is subject ``p.a.b._``: the final ``_``
-  makes ``#`` exact, since
-  a pattern ``a.#`` (zero or more words) becomes ``p.a.>`` (NATS ``>`` is one or more
-  tokens), which then matches ``p.a._`` (topic ``a``) too; ``*`` stays ``*`` and a pattern
+  by itself, but nats-server 2.9 lost acknowledged publishes with it when restarted while
+  they were being delivered (this backend's restart test, and plain nats-py alike), so it
+  is not used. Topic ``a.b`` is subject ``p.a.b._``: the final ``_`` makes ``#`` exact.
+  A pattern ``a.#`` (zero or more words) becomes ``p.a.>`` (NATS ``>`` is one or more
+  tokens), which then matches ``p.a._`` (topic ``a``) too; ``*`` stays ``*``, and a pattern
   without ``#`` ends in ``._`` as well, so word counts match exactly;
 * one durable pull consumer per group, named after the group (``.`` → ``~``), filtered on its
   pattern, explicit acks, ``ack_wait`` = visibility timeout, delivering messages published
   after it was created; a group has one pattern (ValidationError for another);
-* stream ``p-dlq`` over ``p-dlq.<topic>`` (limits retention): dead letters as JSON
-  ``{"m": envelope, "g": group, "e": error, "a": attempts, "t": time}``; a dead letter's id
-  is its sequence number in that stream.
+* stream ``p-dlq`` over ``p-dlq.<topic>``: the dead letters
+  (:mod:`~medianest.messaging.backends.nats_dead_letters`).
 
 A publish is acknowledged by JetStream (stored) before it returns and carries the message
 id as ``Nats-Msg-Id``, so a publish retried within the stream's duplicate window (2 minutes)
@@ -48,10 +46,8 @@ order is not guaranteed (``ordered_keys = False``). **Lag**: the consumer's ``nu
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import nats
@@ -75,11 +71,12 @@ from medianest.errors import (
     BackendError,
     BackendUnavailable,
     ConfigurationError,
-    NotFoundError,
     ValidationError,
 )
-from medianest.messaging.backends.delivery import LagCache, broker_options, envelope, error_text
-from medianest.messaging.backends.nats_consumer import REPLAY_HEADER, NatsSubscription
+from medianest.messaging.backends.delivery import error_text
+from medianest.messaging.backends.nats_consumer import NatsSubscription
+from medianest.messaging.backends.nats_dead_letters import NatsDeadLetters
+from medianest.messaging.backends.upkeep import LagCache, broker_options
 from medianest.messaging.base import (
     Broker,
     DeadLetter,
@@ -90,7 +87,7 @@ from medianest.messaging.base import (
     check_pattern,
 )
 from medianest.messaging.metrics import MessagingMetrics
-from medianest.messaging.wire import decode, encode
+from medianest.messaging.wire import encode
 from medianest.observability import get_logger
 
 _log = get_logger("medianest.messaging.nats")
@@ -151,6 +148,7 @@ class NatsBroker(Broker):
         self.retry: RetryPolicy = merged["retry"] or RetryPolicy()
         self.metrics: MessagingMetrics = merged["metrics"] or MessagingMetrics.for_registry()
         self._lag = LagCache(self._read_lag, float(merged["lag_interval"]))
+        self.dead = NatsDeadLetters(self)
         self.stream = self.prefix
         self.dlq_stream = f"{self.prefix}-dlq"
         self._driver_url = driver_url.rstrip("?")
@@ -267,29 +265,17 @@ class NatsBroker(Broker):
         """Publish on the topic's subject and wait for JetStream's acknowledgement."""
         message, text = encode(message)
         subject = self.subject(message.topic)
-        await self._publish(subject, text.encode(), {"Nats-Msg-Id": message.id})
+        await self.publish_raw(subject, text.encode(), {"Nats-Msg-Id": message.id})
         self.metrics.published(message.topic)
 
-    async def _publish(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
+    async def publish_raw(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
+        """Publish ``body`` on ``subject`` and wait for JetStream's acknowledgement."""
         if not self.nc.is_connected:
             raise BackendUnavailable(
                 "nats connection is down (reconnecting); not published", backend=mask_url(self.url)
             )
         with self.errors("publishing"):
             await self.js.publish(subject, body, timeout=self.timeout, headers=headers)
-
-    async def publish_dead_letter(
-        self, message: Message, group: str, error: str, attempts: int
-    ) -> None:
-        body = {
-            "m": envelope(message),
-            "g": group,
-            "e": error,
-            "a": attempts,
-            "t": datetime.now(UTC).isoformat(),
-        }
-        data = json.dumps(body, separators=(",", ":")).encode()
-        await self._publish(f"{self.dlq_stream}.{message.topic}", data, {})
 
     async def subscribe(
         self,
@@ -337,71 +323,24 @@ class NatsBroker(Broker):
     def forget(self, subscription: NatsSubscription) -> None:
         self._subscriptions.discard(subscription)
 
-    def _dead_letter(self, seq: int, data: bytes | None) -> DeadLetter:
-        body = json.loads(data or b"{}")
-        return DeadLetter(
-            id=str(seq),
-            message=decode(body["m"]),
-            group=body["g"],
-            error=body["e"],
-            attempts=int(body["a"]),
-            failed_at=datetime.fromisoformat(body["t"]),
-        )
+    # -- dead letters (nats_dead_letters) ------------------------------------------------
 
     async def dead_letters(
         self, topic: str | None = None, group: str | None = None, limit: int = 100
     ) -> list[DeadLetter]:
-        found: list[DeadLetter] = []
-        subject = f"{self.dlq_stream}.{topic}" if topic else f"{self.dlq_stream}.>"
-        seq = 1
-        with self.errors("reading dead letters"):
-            while len(found) < limit:
-                try:
-                    raw = await self.js.get_msg(
-                        self.dlq_stream, seq=seq, subject=subject, next=True
-                    )
-                except JsNotFound:
-                    break
-                assert raw.seq is not None
-                letter = self._dead_letter(raw.seq, raw.data)
-                if group is None or letter.group == group:
-                    found.append(letter)
-                seq = raw.seq + 1
-        return found
+        return await self.dead.scan(topic, group, limit)
 
     async def dead_letter(self, dead_letter_id: str) -> DeadLetter:
-        missing = NotFoundError(f"no dead letter {dead_letter_id!r}")
-        if not dead_letter_id.isdigit() or int(dead_letter_id) < 1:
-            raise missing
-        with self.errors("reading a dead letter"):
-            try:
-                raw = await self.js.get_msg(self.dlq_stream, seq=int(dead_letter_id))
-            except JsNotFound as exc:
-                raise missing from exc
-        return self._dead_letter(int(dead_letter_id), raw.data)
+        return await self.dead.get(dead_letter_id)
 
     async def replay(self, dead_letter_id: str) -> Message:
         """Publish the message (attempt 1) for its group only, then delete the dead letter."""
-        letter = await self.dead_letter(dead_letter_id)
-        message, text = encode(letter.message)
-        await self._publish(
-            self.subject(message.topic), text.encode(), {REPLAY_HEADER: letter.group}
-        )
-        with self.errors("deleting a replayed dead letter"):
-            await self.js.delete_msg(self.dlq_stream, int(letter.id))
-        return message
+        return await self.dead.replay(dead_letter_id)
 
     async def purge(self, topic: str | None = None, group: str | None = None) -> int:
-        if topic is None and group is None:
-            with self.errors("purging dead letters"):
-                info = await self.js.stream_info(self.dlq_stream)
-                await self.js.purge_stream(self.dlq_stream)
-            return int(info.state.messages)
-        letters = await self.dead_letters(topic, group, limit=1 << 62)
-        with self.errors("purging dead letters"):
-            for letter in letters:
-                await self.js.delete_msg(self.dlq_stream, int(letter.id))
-        return len(letters)
+        return await self.dead.purge(topic, group)
+
+    # -- lag ------------------------------------------------------------------------------
 
     def lag(self) -> dict[str, int] | None:
         """Messages not yet acked per group this broker consumes, as read every

@@ -25,7 +25,8 @@ from nats.aio.subscription import Subscription as NatsSub
 from nats.errors import Error as NatsError
 
 from medianest.errors import BackendError, ValidationError
-from medianest.messaging.backends.delivery import Backoff, HandlerPool, error_text, undecodable
+from medianest.messaging.backends.delivery import HandlerPool, error_text, undecodable
+from medianest.messaging.backends.upkeep import Backoff
 from medianest.messaging.base import Handler, Message, RetryPolicy, Subscription
 from medianest.messaging.wire import decode
 from medianest.observability import get_logger
@@ -80,7 +81,10 @@ class NatsSubscription(Subscription):
         self._puller = asyncio.create_task(self._pull_loop(), name=f"nats puller {self.group}")
 
     def _wake_up(self) -> None:
-        self._wake.set()
+        """A handler slot freed up: pull again once enough slots are free (not for each)."""
+        want = self.pool.free - self._outstanding
+        if want > 0 and (self._outstanding == 0 or want >= max(1, self.pool.concurrency // 2)):
+            self._wake.set()
 
     def reconnected(self) -> None:
         """Pull requests die with a server restart: ask again."""
@@ -135,7 +139,7 @@ class NatsSubscription(Subscription):
             message = decode(msg.data, msg.metadata.num_delivered or 1)
         except ValidationError as exc:
             error = f"undecodable envelope: {error_text(exc)}"
-            self.pool.background(self.dead_letter(msg, undecodable(topic, msg.data), error, 1))
+            self.pool.background(self.pool.reject(undecodable(topic, msg.data), msg, error))
             return
         target = msg.headers.get(REPLAY_HEADER) if msg.headers else None
         if target is not None and target != self.group:
@@ -156,7 +160,7 @@ class NatsSubscription(Subscription):
 
     async def dead_letter(self, msg: Msg, message: Message, error: str, attempts: int) -> None:
         try:
-            await self.broker.publish_dead_letter(message, self.group, error, attempts)
+            await self.broker.dead.add(message, self.group, error, attempts)
         except Exception:
             with contextlib.suppress(*_QUIET):
                 await msg.nak(delay=self.policy.delay(attempts))

@@ -51,9 +51,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
-from collections.abc import Iterator
-from datetime import UTC, datetime
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -64,9 +63,12 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from medianest.backends import mask_url
-from medianest.errors import BackendError, BackendUnavailable, NotFoundError, ValidationError
-from medianest.messaging.backends.delivery import Backoff, LagCache, broker_options, error_text
-from medianest.messaging.backends.redis_consumer import MOVE_DUE, RedisSubscription
+from medianest.errors import BackendError, BackendUnavailable, ValidationError
+from medianest.messaging.backends.delivery import error_text
+from medianest.messaging.backends.redis_consumer import RedisSubscription
+from medianest.messaging.backends.redis_dead_letters import RedisDeadLetters
+from medianest.messaging.backends.redis_scripts import MOVE_DUE
+from medianest.messaging.backends.upkeep import Backoff, LagCache, broker_options
 from medianest.messaging.base import (
     Broker,
     DeadLetter,
@@ -77,11 +79,13 @@ from medianest.messaging.base import (
     check_pattern,
 )
 from medianest.messaging.metrics import MessagingMetrics
-from medianest.messaging.wire import decode, encode
+from medianest.messaging.wire import encode
 from medianest.observability import get_logger
 
 _log = get_logger("medianest.messaging.redis")
-_ENTRY_ID = re.compile(r"^\d+-\d+$")
+_REREGISTER = 10.0
+"""Seconds after which a publish adds its topic to ``p:topics`` again (a Redis that
+restarted empty would otherwise never show the topic's new stream to consumers)."""
 _DEFAULTS: dict[str, Any] = {
     "prefix": "medianest",
     "visibility_timeout": 30.0,
@@ -113,11 +117,12 @@ class RedisStreamsBroker(Broker):
         self.metrics: MessagingMetrics = merged["metrics"] or MessagingMetrics.for_registry()
         self._driver_url = driver_url
         self._client: aioredis.Redis | None = None
-        self._known_topics: set[str] = set()
+        self._registered: dict[str, float] = {}  # topic -> when this process last SADDed it
         self._subscriptions: set[RedisSubscription] = set()
         self._mover: asyncio.Task[None] | None = None
         self._mover_wake = asyncio.Event()
         self._lag = LagCache(self._read_lag, float(merged["lag_interval"]))
+        self.dead = RedisDeadLetters(self)
 
     def __repr__(self) -> str:
         return f"RedisStreamsBroker({mask_url(self.url)!r}, prefix={self.prefix!r})"
@@ -135,20 +140,30 @@ class RedisStreamsBroker(Broker):
             raise BackendUnavailable("redis broker is not started", backend=mask_url(self.url))
         return self._client
 
-    @contextlib.contextmanager
-    def errors(self, doing: str) -> Iterator[None]:
+    def translate(self, exc: BaseException, doing: str) -> BackendError:
         """The one place Redis driver errors become MediaNest errors."""
-        try:
-            yield
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise BackendUnavailable(
+        if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+            return BackendUnavailable(
                 f"redis broker unreachable while {doing}: {error_text(exc)}",
                 backend=mask_url(self.url),
-            ) from exc
-        except RedisError as exc:
-            raise BackendError(
-                f"redis broker failed while {doing}: {error_text(exc)}", backend=mask_url(self.url)
-            ) from exc
+            )
+        return BackendError(
+            f"redis broker failed while {doing}: {error_text(exc)}", backend=mask_url(self.url)
+        )
+
+    @contextlib.asynccontextmanager
+    async def errors(self, doing: str, seconds: float | None = None) -> AsyncIterator[None]:
+        """Translate driver errors (:meth:`translate`); the block gets ``seconds`` (default:
+        the broker's ``timeout``), then BackendUnavailable.
+
+        The client has no socket timeout of its own (redis-py's default is 5 s): with one,
+        redis-py sends every command through :func:`asyncio.wait_for`, a task each, which
+        costs about as much as the command itself."""
+        try:
+            async with asyncio.timeout(seconds or self.timeout):
+                yield
+        except (RedisError, OSError) as exc:
+            raise self.translate(exc, doing) from exc
 
     async def start(self) -> None:
         """Open the connection pool and check that Redis answers."""
@@ -158,7 +173,7 @@ class RedisStreamsBroker(Broker):
             self._client = aioredis.Redis.from_url(
                 self._driver_url,
                 socket_connect_timeout=self.timeout,
-                socket_timeout=self.timeout,
+                socket_timeout=None,
                 retry=Retry(NoBackoff(), 1),
                 decode_responses=True,
             )
@@ -179,27 +194,29 @@ class RedisStreamsBroker(Broker):
             await client.aclose()
 
     async def ping(self) -> None:
-        with self.errors("pinging"):
+        async with self.errors("pinging"):
             await self.client.ping()
 
     async def publish(self, message: Message) -> None:
         """XADD the envelope to its topic's stream; the first publish of a topic by this
-        process also adds it to ``p:topics`` (same round trip)."""
+        process (and one every 10 s) also adds it to ``p:topics``, in the same round trip."""
         message, text = encode(message)
         stream, fields = self.key("t", message.topic), {"m": text}
+        client = self.client
         try:
-            with self.errors("publishing"):
-                if message.topic in self._known_topics:
-                    await self.client.xadd(stream, fields)  # type: ignore[arg-type]
+            async with asyncio.timeout(self.timeout):
+                registered = self._registered.get(message.topic)
+                if registered is not None and time.monotonic() - registered < _REREGISTER:
+                    await client.xadd(stream, fields)  # type: ignore[arg-type]
                 else:
-                    async with self.client.pipeline(transaction=False) as pipe:
+                    async with client.pipeline(transaction=False) as pipe:
                         pipe.xadd(stream, fields)  # type: ignore[arg-type]
                         pipe.sadd(self.key("topics"), message.topic)
                         await pipe.execute()
-                    self._known_topics.add(message.topic)
-        except BackendUnavailable:
-            self._known_topics.clear()  # the server may come back empty: register again
-            raise
+                    self._registered[message.topic] = time.monotonic()
+        except (RedisError, OSError) as exc:
+            self._registered.clear()  # the server may come back empty: register again
+            raise self.translate(exc, "publishing") from exc
         self.metrics.published(message.topic)
 
     async def subscribe(
@@ -228,9 +245,10 @@ class RedisStreamsBroker(Broker):
 
     async def register_group(self, group: str, pattern: str) -> str:
         """Record ``group`` (first subscribe wins) and return its ``since`` stream id."""
-        with self.errors("registering a consumer group"):
+        async with self.errors("registering a consumer group"):
             seconds, micros = await self.client.time()
-            since = f"{seconds * 1000 + micros // 1000}-0"
+            # The last id before this millisecond: entries added in it are after ``since``.
+            since = f"{seconds * 1000 + micros // 1000 - 1}-{2**64 - 1}"
             entry = json.dumps({"pattern": pattern, "since": since})
             await self.client.hsetnx(self.key("groups"), group, entry)
             stored = json.loads(await self.client.hget(self.key("groups"), group) or entry)
@@ -270,84 +288,23 @@ class RedisStreamsBroker(Broker):
                 async with asyncio.timeout(wait):
                     await self._mover_wake.wait()
 
-    # -- dead letters ---------------------------------------------------------------------
-
-    @staticmethod
-    def dead_letter_fields(group: str, error: str, attempts: int, text: str) -> dict[str, str]:
-        return {
-            "m": text,
-            "g": group,
-            "e": error,
-            "a": str(attempts),
-            "t": datetime.now(UTC).isoformat(),
-        }
-
-    @staticmethod
-    def _letter(entry_id: str, fields: dict[str, str]) -> DeadLetter:
-        return DeadLetter(
-            id=entry_id,
-            message=decode(fields["m"]),
-            group=fields["g"],
-            error=fields["e"],
-            attempts=int(fields["a"]),
-            failed_at=datetime.fromisoformat(fields["t"]),
-        )
-
-    async def _scan(self, topic: str | None, group: str | None, limit: int) -> list[DeadLetter]:
-        found: list[DeadLetter] = []
-        start = "-"
-        with self.errors("reading dead letters"):
-            while len(found) < limit:
-                page: Any = await self.client.xrange(self.key("dlq"), min=start, max="+", count=500)
-                for entry_id, fields in page:
-                    letter = self._letter(entry_id, fields)
-                    topic_ok = topic is None or letter.message.topic == topic
-                    if topic_ok and (group is None or letter.group == group):
-                        found.append(letter)
-                if len(page) < 500:
-                    break
-                start = "(" + page[-1][0]
-        return found[: max(0, limit)]
+    # -- dead letters (redis_dead_letters) -----------------------------------------------
 
     async def dead_letters(
         self, topic: str | None = None, group: str | None = None, limit: int = 100
     ) -> list[DeadLetter]:
-        return await self._scan(topic, group, limit)
+        return await self.dead.scan(topic, group, limit)
 
     async def dead_letter(self, dead_letter_id: str) -> DeadLetter:
-        if not _ENTRY_ID.match(dead_letter_id):
-            raise NotFoundError(f"no dead letter {dead_letter_id!r}")
-        with self.errors("reading a dead letter"):
-            entries: Any = await self.client.xrange(self.key("dlq"), dead_letter_id, dead_letter_id)
-        if not entries:
-            raise NotFoundError(f"no dead letter {dead_letter_id!r}")
-        return self._letter(*entries[0])
+        return await self.dead.get(dead_letter_id)
 
     async def replay(self, dead_letter_id: str) -> Message:
         """Append the message (attempt 1) to its group's own stream and delete the dead
         letter, in one transaction."""
-        letter = await self.dead_letter(dead_letter_id)
-        message, text = encode(letter.message)
-        with self.errors("replaying a dead letter"):
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.xadd(self.key("r", letter.group), {"m": text})
-                pipe.xdel(self.key("dlq"), dead_letter_id)
-                await pipe.execute()
-        return message
+        return await self.dead.replay(dead_letter_id)
 
     async def purge(self, topic: str | None = None, group: str | None = None) -> int:
-        if topic is None and group is None:
-            with self.errors("purging dead letters"):
-                async with self.client.pipeline(transaction=True) as pipe:
-                    pipe.xlen(self.key("dlq"))
-                    pipe.delete(self.key("dlq"))
-                    count, _ = await pipe.execute()
-            return int(count)
-        ids = [letter.id for letter in await self._scan(topic, group, 1 << 62)]
-        with self.errors("purging dead letters"):
-            for start in range(0, len(ids), 500):
-                await self.client.xdel(self.key("dlq"), *ids[start : start + 500])
-        return len(ids)
+        return await self.dead.purge(topic, group)
 
     # -- lag ------------------------------------------------------------------------------
 
@@ -363,7 +320,7 @@ class RedisStreamsBroker(Broker):
     async def _read_lag(self) -> dict[str, int]:
         totals: dict[str, int] = {}
         by_group = {s.group: s for s in self._subscriptions}
-        with self.errors("reading consumer lag"):
+        async with self.errors("reading consumer lag"):
             for group, subscription in sorted(by_group.items()):
                 totals[group] = await subscription.unacked()
         return totals

@@ -17,20 +17,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, cast
 
 from redis.exceptions import RedisError, ResponseError
 
 from medianest.errors import ValidationError
 from medianest.messaging.backends.delivery import (
-    Backoff,
     HandlerPool,
     consumer_name,
     envelope,
     error_text,
     undecodable,
 )
+from medianest.messaging.backends.redis_acks import Acks, Entry
+from medianest.messaging.backends.redis_scripts import SCHEDULE_RETRY
+from medianest.messaging.backends.upkeep import Backoff
 from medianest.messaging.base import Handler, Message, RetryPolicy, Subscription, topic_matches
 from medianest.messaging.wire import decode
 from medianest.observability import get_logger
@@ -39,92 +41,6 @@ if TYPE_CHECKING:
     from medianest.messaging.backends.redis import RedisStreamsBroker
 
 _log = get_logger("medianest.messaging.redis")
-
-_NOW_MS = (
-    "local t = redis.call('TIME') "
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
-)
-
-SCHEDULE_RETRY = (
-    _NOW_MS
-    + """
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[4])
-return redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
-"""
-)
-"""KEYS: delayed zset, stream; ARGV: group, entry id, delay ms, envelope. Schedule, ack."""
-
-MOVE_DUE = (
-    _NOW_MS
-    + """
-local moved, next_in = 0, -1
-for i = 1, #KEYS, 2 do
-  local due = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-  for _, text in ipairs(due) do
-    redis.call('XADD', KEYS[i + 1], '*', 'm', text)
-    redis.call('ZREM', KEYS[i], text)
-  end
-  moved = moved + #due
-  local head = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
-  if head[2] then
-    local wait = math.max(0, tonumber(head[2]) - now)
-    if next_in < 0 or wait < next_in then next_in = wait end
-  end
-end
-return {moved, next_in}
-"""
-)
-"""KEYS: (delayed zset, retry stream) pairs; ARGV: batch. Moves due retries; answers
-{moved, ms until the next one is due or -1}."""
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    stream: str
-    id: str
-
-
-class Acks:
-    """Acknowledgements made in one turn of the event loop, sent together: one XACK per
-    stream for a burst of handlers that finished at once, instead of one each."""
-
-    def __init__(self, broker: RedisStreamsBroker, group: str) -> None:
-        self.broker, self.group = broker, group
-        self._batch: dict[str, list[str]] = {}
-        self._sent: asyncio.Future[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def ack(self, entry: Entry) -> None:
-        if self._sent is None:
-            loop = asyncio.get_running_loop()
-            self._sent = loop.create_future()
-            loop.call_soon(self._send_batch)
-        self._batch.setdefault(entry.stream, []).append(entry.id)
-        await asyncio.shield(self._sent)
-
-    def _send_batch(self) -> None:
-        batch, sent = self._batch, self._sent
-        self._batch, self._sent = {}, None
-        assert sent is not None
-        task = asyncio.create_task(self._send(batch, sent))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, batch: dict[str, list[str]], sent: asyncio.Future[None]) -> None:
-        try:
-            client = self.broker.client
-            if len(batch) == 1:
-                [(stream, ids)] = batch.items()
-                await client.xack(stream, self.group, *ids)
-            else:
-                async with client.pipeline(transaction=False) as pipe:
-                    for stream, ids in batch.items():
-                        pipe.xack(stream, self.group, *ids)
-                    await pipe.execute()
-        except Exception as exc:
-            sent.set_exception(exc)
-        else:
-            sent.set_result(None)
 
 
 class RedisSubscription(Subscription):
@@ -167,7 +83,7 @@ class RedisSubscription(Subscription):
 
     async def start(self) -> None:
         self._since = await self.broker.register_group(self.group, self.pattern)
-        with self.broker.errors("creating consumer groups"):
+        async with self.broker.errors("creating consumer groups"):
             await self._scan()
         self._reader = asyncio.create_task(self._read_loop(), name=f"redis consumer {self.group}")
 
@@ -200,6 +116,7 @@ class RedisSubscription(Subscription):
     async def _read_loop(self) -> None:
         loop = asyncio.get_running_loop()
         claim_every = self.broker.visibility_timeout / 4
+        timeout = self.broker.timeout
         next_scan = next_claim = loop.time() + self.broker.block
         backoff = Backoff()
         # The flag, not only the cancellation, ends the loop: a cancel that lands while a
@@ -208,20 +125,16 @@ class RedisSubscription(Subscription):
             await self.pool.wait_free()
             try:
                 if loop.time() >= next_scan:
-                    await self._scan()
+                    async with asyncio.timeout(timeout):
+                        await self._scan()
                     next_scan = loop.time() + self.broker.block
                 if loop.time() >= next_claim:
-                    await self._claim()
+                    async with asyncio.timeout(timeout):
+                        await self._claim()
                     next_claim = loop.time() + claim_every
                 if self.pool.free <= 0:
                     continue
-                reply: Any = await self.broker.client.xreadgroup(
-                    self.group,
-                    self.consumer,
-                    self.streams,  # type: ignore[arg-type]
-                    count=self.pool.free,
-                    block=int(self.broker.block * 1000),
-                )
+                reply = await self._read(timeout + self.broker.block)
                 for stream, entries in reply or ():
                     for entry_id, fields in entries:
                         self._deliver(Entry(stream, entry_id), fields, 1)
@@ -240,6 +153,25 @@ class RedisSubscription(Subscription):
                     retry_in=pause,
                 )
                 await asyncio.sleep(pause)
+
+    async def _read(self, seconds: float) -> Any:
+        """XREADGROUP ... BLOCK, in one pipeline with the acks waiting to be sent."""
+        acks = self._acks.take()
+        block, streams = int(self.broker.block * 1000), cast(Any, self.streams)
+        try:
+            async with asyncio.timeout(seconds):
+                if not acks:
+                    return await self.broker.client.xreadgroup(
+                        self.group, self.consumer, streams, self.pool.free, block
+                    )
+                async with self.broker.client.pipeline(transaction=False) as pipe:
+                    self._acks.queue(pipe, acks)
+                    pipe.xreadgroup(self.group, self.consumer, streams, self.pool.free, block)
+                    *_, reply = await pipe.execute()
+                    return reply
+        except BaseException:
+            self._acks.restore(acks)  # an XACK again is harmless
+            raise
 
     async def _claim(self) -> None:
         """Take over entries idle longer than the visibility timeout, counting the attempt."""
@@ -274,7 +206,7 @@ class RedisSubscription(Subscription):
         except ValidationError as exc:
             topic = entry.stream.removeprefix(self.broker.key("t") + ":")
             error = f"undecodable envelope: {error_text(exc)}"
-            self.pool.background(self.dead_letter(entry, undecodable(topic, body), error, 1))
+            self.pool.background(self.pool.reject(undecodable(topic, body), entry, error))
             return
         if delivered > 1:
             message = replace(message, attempt=message.attempt + delivered - 1)
@@ -283,34 +215,36 @@ class RedisSubscription(Subscription):
     # -- settlement (see HandlerPool) -----------------------------------------------------
 
     async def ack(self, entry: Entry, message: Message) -> None:
-        await self._acks.ack(entry)
+        self._acks.add(entry)
 
     async def retry(self, entry: Entry, message: Message, delay: float) -> None:
         text = envelope(replace(message, attempt=message.attempt + 1))
-        await self._retry_script(
-            keys=[self.delayed, entry.stream], args=[self.group, entry.id, int(delay * 1000), text]
-        )
+        async with asyncio.timeout(self.broker.timeout):
+            await self._retry_script(
+                keys=[self.delayed, entry.stream],
+                args=[self.group, entry.id, int(delay * 1000), text],
+            )
         self.broker.wake_mover()
 
     async def release(self, entry: Entry, message: Message) -> None:
         text = envelope(replace(message, attempt=message.attempt + 1))
-        async with self.broker.client.pipeline(transaction=True) as pipe:
+        async with asyncio.timeout(self.broker.timeout), self.broker.client.pipeline() as pipe:
             pipe.xadd(self.retry_stream, {"m": text})
             pipe.xack(entry.stream, self.group, entry.id)
             await pipe.execute()
 
     async def dead_letter(self, entry: Entry, message: Message, error: str, attempts: int) -> None:
-        fields = self.broker.dead_letter_fields(self.group, error, attempts, envelope(message))
-        async with self.broker.client.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.broker.key("dlq"), fields)  # type: ignore[arg-type]
+        async with asyncio.timeout(self.broker.timeout), self.broker.client.pipeline() as pipe:
+            self.broker.dead.add(pipe, self.group, error, attempts, envelope(message))
             pipe.xack(entry.stream, self.group, entry.id)
             await pipe.execute()
 
     async def touch(self, entry: Entry) -> None:
         """Reset the idle time of a running handler's entry, so nobody claims it."""
-        await self.broker.client.xclaim(
-            entry.stream, self.group, self.consumer, 0, [entry.id], justid=True
-        )
+        async with asyncio.timeout(self.broker.timeout):
+            await self.broker.client.xclaim(
+                entry.stream, self.group, self.consumer, 0, [entry.id], justid=True
+            )
 
     # -- lag and close --------------------------------------------------------------------
 
@@ -337,11 +271,17 @@ class RedisSubscription(Subscription):
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
         await self.pool.drain()
+        await self._acks.flush()
         self.broker.forget(self)
         with contextlib.suppress(RedisError, OSError):
-            for stream in self.streams:
-                pending: Any = await self.broker.client.xpending_range(
-                    stream, self.group, "-", "+", 1, consumername=self.consumer
-                )
-                if not pending:
-                    await self.broker.client.xgroup_delconsumer(stream, self.group, self.consumer)
+            async with asyncio.timeout(self.broker.timeout):
+                await self._forget_consumer()
+
+    async def _forget_consumer(self) -> None:
+        """Delete this consumer's name from the streams where it holds no entry."""
+        for stream in self.streams:
+            pending: Any = await self.broker.client.xpending_range(
+                stream, self.group, "-", "+", 1, consumername=self.consumer
+            )
+            if not pending:
+                await self.broker.client.xgroup_delconsumer(stream, self.group, self.consumer)
