@@ -38,6 +38,7 @@ from medianest.events.outbox import OutboxRelay
 from medianest.gateway.discovered import DiscoveredTargets
 from medianest.gateway.proxy import Gateway, GatewayMiddleware
 from medianest.gateway.ratelimit import RateLimiter
+from medianest.integrations.discovered import AdapterEndpoints
 from medianest.integrations.registry import Integrations
 from medianest.media_requests.wiring import saga_definitions, start_projection
 from medianest.messaging import Broker, create_broker
@@ -205,9 +206,19 @@ class Hub:
             _log.warning("service registry unreachable at start", error=exc.message)
 
     async def _start_discovery_work(self) -> None:
-        """Health checks (workers), service-name routes (gateway), self-registration."""
+        """Self-registration, health checks (workers), service-name routes (gateway) and
+        adapters following where their service runs."""
         registry, found = self.registry, self.settings.discovery
         assert registry is not None
+        if not registry.read_only:
+            membership = Membership(
+                registry,
+                hub_instances(self.settings),
+                ttl=found.instance_ttl,
+                interval=found.heartbeat_interval,
+            )
+            await membership.start()
+            self._stack.push_async_callback(membership.close)
         if "workers" in self.settings.server.roles:
             self.health_checker = HealthChecker.from_settings(registry, found)
             if self.propagation is not None:
@@ -219,15 +230,9 @@ class Hub:
             self.discovered.reporter = self._report_outcome
             await self.discovered.start()
             self._stack.push_async_callback(self.discovered.close)
-        if not registry.read_only:
-            membership = Membership(
-                registry,
-                hub_instances(self.settings),
-                ttl=found.instance_ttl,
-                interval=found.heartbeat_interval,
-            )
-            await membership.start()
-            self._stack.push_async_callback(membership.close)
+        endpoints = AdapterEndpoints(list(self.integrations.adapters.values()), registry)
+        await endpoints.start()
+        self._stack.push_async_callback(endpoints.close)
 
     def _report_outcome(self, instance_id: str, ok: bool, reason: str) -> None:
         """A proxied request's outcome, as a passive health report (in the background)."""

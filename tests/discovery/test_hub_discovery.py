@@ -242,3 +242,49 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def test_adapters_reach_their_service_where_the_registry_says(tmp_path: Path) -> None:
+    from medianest.simulators import SimulatorOptions, build_simulator
+
+    settings = load_settings(
+        overrides={
+            "data_dir": str(tmp_path),
+            "upstreams": {
+                "kuma": {
+                    "url": f"http://127.0.0.1:{_free_port()}",
+                    "enabled": True,
+                    "options": {"slug": "home"},
+                }
+            },
+        }
+    )
+    hub = Hub(settings)
+    kuma = build_simulator("kuma", SimulatorOptions(kuma_slug="home"))
+    async with (
+        serve_asgi(kuma, lifespan="off") as moved,
+        serve_asgi(create_app(settings, hub=hub, configure_logs=False)) as server,
+    ):
+        assert hub.registry is not None
+        assert hub.api_keys is not None
+        _, key = await hub.api_keys.create("ops", "ops", ["admin"])
+
+        async def kuma_status() -> str:
+            async with (
+                aiohttp.ClientSession(headers={"X-Api-Key": key}) as http,
+                http.get(f"{server.url}/api/v1/services") as answer,
+            ):
+                assert answer.status == 200
+                report = await answer.json()
+            return str({s["service"]: s["status"] for s in report["services"]}["kuma"])
+
+        assert await kuma_status() == "down", "the configured URL answers nothing"
+        await hub.registry.register(
+            ServiceInstance(id="kuma-moved", name="kuma", endpoints=(moved.url,))
+        )
+        await hub.registry.deregister("upstream-kuma")
+
+        async def up() -> bool:
+            return await kuma_status() == "up"
+
+        await until(up, "the adapter to follow the registry")

@@ -3,8 +3,9 @@
 For each such route a :class:`DiscoveredTargets` task reads the healthy instances of the
 service and hands them to the route's balancer (:meth:`InstancePool.update`, which keeps the
 state of URLs that stay), then follows ``registry.watch(service)`` and refreshes on every
-change, without a restart. When the registry fails, the route keeps serving the instances it
-last knew and the task retries with a growing pause; ``/ready`` reports the registry.
+change (:func:`~medianest.discovery.follow.follow`), without a restart. When the registry
+fails, the route keeps serving the instances it last knew and the task retries with a growing
+pause; ``/ready`` reports the registry.
 
 Passive outcomes of proxied requests (success, or a failure the outlier detection counts)
 go to the health checker as reports on the instance, so the gateway's view feeds the same
@@ -16,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from medianest.config.gateway import Instance
 from medianest.discovery.base import Criteria, Registration, ServiceRegistry
+from medianest.discovery.follow import follow
 from medianest.errors import BackendError
 from medianest.observability import get_logger
 
@@ -72,7 +75,10 @@ class DiscoveredTargets:
             await self.refresh(service)  # new routes of a known service need instances too
             if service not in self._tasks:
                 self._tasks[service] = asyncio.create_task(
-                    self._follow(service), name=f"discovery-watch:{service}"
+                    follow(
+                        self.registry, service, partial(self.refresh, service), retry=self.retry
+                    ),
+                    name=f"discovery-watch:{service}",
                 )
 
     async def close(self) -> None:
@@ -110,18 +116,3 @@ class DiscoveredTargets:
         instance_id = self._owners.get(url.rstrip("/"))
         if instance_id is not None and self.reporter is not None:
             self.reporter(instance_id, ok, reason)
-
-    async def _follow(self, service: str) -> None:
-        """Subscribe, then read (so no change falls between the two), then follow."""
-        pause = self.retry
-        while True:
-            try:
-                changes = self.registry.watch(service)
-                await self.refresh(service)
-                async for _change in changes:
-                    await self.refresh(service)
-                    pause = self.retry
-            except BackendError as exc:
-                _log.warning("registry watch failed; retrying", service=service, error=exc.message)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 30.0)

@@ -36,6 +36,9 @@ class HttpAdapter:
     """Base for adapters speaking HTTP through one :class:`UpstreamHttp`."""
 
     kind = "http"
+    discoverable = True
+    """Whether the service registry may say where this service runs (see
+    :class:`~medianest.integrations.discovered.AdapterEndpoints`)."""
 
     def __init__(self, name: str, http: UpstreamHttp) -> None:
         self.name = name

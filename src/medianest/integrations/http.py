@@ -21,9 +21,10 @@ accepts the same form for its ``updatedAt>>=`` filters (``updatedAt%3E%3E=...``)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -36,7 +37,7 @@ from prometheus_client import Counter, Histogram
 from yarl import URL
 
 from medianest import errors
-from medianest.resilience import Policy
+from medianest.resilience import BreakerState, Policy
 
 REQUESTS = Counter(
     "integration_requests_total",
@@ -50,6 +51,7 @@ RESPONSE_TIME = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 _tracer = trace.get_tracer("medianest.integrations")
+_TRIPPED = (BreakerState.OPEN, BreakerState.HALF_OPEN)
 
 QueryValue = str | int | float | bool
 Query = Mapping[str, QueryValue | None]
@@ -188,7 +190,8 @@ class UpstreamHttp:
         connections: int = 100,
     ) -> None:
         self.service = service
-        self.base_url = base_url.rstrip("/")
+        self.configured_url = base_url.rstrip("/")
+        self._endpoints: tuple[str, ...] = (self.configured_url,)
         self.policy = policy
         self.default_headers = dict(headers or {})
         self.auth = auth
@@ -197,6 +200,39 @@ class UpstreamHttp:
 
     def __repr__(self) -> str:
         return f"UpstreamHttp({self.service!r}, {self.base_url!r})"
+
+    @property
+    def base_url(self) -> str:
+        """Where requests go now: the first of :attr:`endpoints`."""
+        return self._endpoints[0]
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return self._endpoints
+
+    def use_endpoints(self, urls: Iterable[str]) -> None:
+        """Send requests to these base URLs from now on (from the service registry).
+
+        Requests stick to the first until it fails to answer (unreachable, timed out, or a
+        502/503/504), then move to the next, so a retry under the policy lands elsewhere. The
+        endpoint in use stays first when it is still listed; an empty list falls back to the
+        configured URL. A breaker the failures of the old endpoints opened closes when a new
+        endpoint arrives (one an operator forced open stays open).
+        """
+        found = tuple(dict.fromkeys(url.rstrip("/") for url in urls)) or (self.configured_url,)
+        if self.base_url in found:
+            at = found.index(self.base_url)
+            found = found[at:] + found[:at]
+        arrived = set(found) - set(self._endpoints)
+        self._endpoints = found
+        breaker = self.policy.breaker
+        if arrived and breaker is not None and breaker.state in _TRIPPED:
+            breaker.close()
+
+    def _failed(self, base_url: str) -> None:
+        endpoints = self._endpoints
+        if len(endpoints) > 1 and endpoints[0] == base_url:
+            self._endpoints = (*endpoints[1:], endpoints[0])
 
     async def start(self) -> None:
         if self._session is None:
@@ -243,16 +279,22 @@ class UpstreamHttp:
         TMDB id is a not-found). ``idempotent`` defaults to the method's HTTP semantics.
         """
         target = endpoint.format_map({k: quote(str(v), safe="") for k, v in (path or {}).items()})
-        url = self.base_url + target
         if query:
             encoded = encode_query(query)
             if encoded:
-                url = f"{url}?{encoded}"
+                target = f"{target}?{encoded}"
         if idempotent is None:
             idempotent = method.upper() in ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
 
         async def attempt() -> HttpResponse:
-            return await self._send(method, endpoint, url, headers, json_body, ok, status_errors)
+            base = self.base_url
+            try:
+                return await self._send(
+                    method, endpoint, base + target, headers, json_body, ok, status_errors
+                )
+            except (errors.UpstreamUnavailable, errors.UpstreamTimeout, asyncio.CancelledError):
+                self._failed(base)  # cancelled: most often the policy's per-attempt timeout
+                raise
 
         return await self.policy.call(attempt, idempotent=idempotent)
 

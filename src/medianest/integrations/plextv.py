@@ -47,9 +47,13 @@ RESOURCES = "/api/v2/resources"
 
 
 class PlexTvAdapter(HttpAdapter):
-    """plex.tv's account API for one hub (one client identifier)."""
+    """plex.tv's account API for one hub (one client identifier).
+
+    Not resolved through the service registry: plex.tv is one public service at one address.
+    """
 
     kind = "plextv"
+    discoverable = False
 
     def __init__(
         self,

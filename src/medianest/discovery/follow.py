@@ -1,0 +1,42 @@
+"""Following one service in the registry: the loop the gateway and the adapters share.
+
+:func:`follow` subscribes to ``registry.watch(service)`` *before* reading (so no change can
+fall between the read and the subscription), calls ``refresh`` once, then again on every
+change. When the registry fails the loop logs, pauses (doubling up to 30 s, back to the
+first pause after a change arrives) and starts over; whoever follows keeps what it last
+knew meanwhile. It runs until cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from medianest.discovery.base import ServiceRegistry
+from medianest.errors import BackendError
+from medianest.observability import get_logger
+
+_log = get_logger("medianest.discovery.follow")
+
+
+async def follow(
+    registry: ServiceRegistry,
+    service: str,
+    refresh: Callable[[], Awaitable[Any]],
+    *,
+    retry: float = 1.0,
+) -> None:
+    """Call ``refresh`` now and on every change of ``service``, until cancelled."""
+    pause = retry
+    while True:
+        try:
+            changes = registry.watch(service)
+            await refresh()
+            async for _change in changes:
+                await refresh()
+                pause = retry
+        except BackendError as exc:
+            _log.warning("registry watch failed; retrying", service=service, error=exc.message)
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 30.0)
