@@ -18,9 +18,11 @@ rounds, medians reported:
 Workloads: single events from 10 concurrent appenders (each its own stream), batches of 100
 (10 appenders), ``read_all`` of everything in pages (the raw floors parse the two JSON
 columns; one more row has the raw async driver also build the store's ``RecordedEvent``
-values, to separate their cost from the store's), and live subscription lag: a writer
-appends single events at a modest rate while ``store.subscribe`` (from the head) receives
-them; lag = time from ``append`` returning to the subscriber receiving the event. The lag
+values, to separate their cost from the store's; the store's events decode their JSON on
+first use, so one more row has the store's reader use every event's data and metadata), and
+live subscription lag: a writer appends single events at a modest rate while
+``store.subscribe`` (from the head) receives them; lag = time from ``append`` returning to
+the subscriber receiving the event. The lag
 is measured on the writer's store object (what an in-process subscriber sees) and, for
 reference, on a second store object (the path another process takes: LISTEN/NOTIFY on
 PostgreSQL, polling on SQLite).
@@ -97,6 +99,29 @@ class Store:
 
     async def close(self) -> None:
         await self.store.close()
+
+
+class Decoded:
+    """The store's ``read_all`` pages with every event's ``data`` and ``metadata`` used, as
+    the raw floors parse their JSON: the store's events decode on first use, so this row
+    shows what a reader that looks at every event's content pays (reads only)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.name = f"{store.name}, data + metadata used"
+
+    async def write(self, streams: list[str], appends: int, size: int) -> None:
+        raise NotImplementedError
+
+    async def read_page(self, after: int, limit: int) -> tuple[int, int]:
+        found = await self.store.store.read_all(after, limit=limit)
+        for event in found:
+            event.data  # noqa: B018 (decodes the JSON)
+            event.metadata  # noqa: B018
+        return len(found), found[-1].position if found else 0
+
+    async def close(self) -> None:
+        return None
 
 
 # -- measurements ----------------------------------------------------------------------------
@@ -185,7 +210,9 @@ async def measure(
                 rate = await write_rate(target, f"{workload}-{round_}", events, size)
                 results.add(workload, target.name, rate)
         print(f"  {backend}: write round {round_ + 1} done", file=sys.stderr)
-    readers = [*targets[:-1], Typed(targets[-2]), targets[-1]]
+    store = targets[-1]
+    assert isinstance(store, Store)
+    readers = [*targets[:-1], Typed(targets[-2]), store, Decoded(store)]
     for round_ in range(args.rounds):
         for target in readers if round_ % 2 == 0 else readers[::-1]:
             results.add("read_all", target.name, await read_rate(target, args.page))

@@ -17,9 +17,12 @@ import pytest
 from medianest.app import Hub, create_app
 from medianest.config import load_settings
 from medianest.config.requests import RequestsSettings
+from medianest.events.backends.sql_store import load_checkpoint
 from medianest.media_requests import hooks as saga_hooks
+from medianest.media_requests.projection import NAME as PROJECTION
 from medianest.messaging import Message
 from medianest.sagas import SagaState
+from medianest.sagas.records import stream_of
 from medianest.simulators.data import Catalogue
 from tests.media_requests.support import (
     FRIEND_TOKEN,
@@ -63,6 +66,16 @@ class Running:
         )
         return status, body
 
+    async def projected(self, saga_id: str) -> bool:
+        """Whether the read model has applied the last event of saga ``saga_id`` (it follows
+        the store: a saga may end a moment before its read model shows it)."""
+        store = self.hub.event_store
+        assert store is not None
+        last = await store.read_stream(stream_of(saga_id), backwards=True, limit=1)
+        async with self.hub.database.connect() as conn:
+            checkpoint = await load_checkpoint(conn, PROJECTION)
+        return bool(last) and checkpoint >= last[0].position
+
     async def settled(self, who: dict[str, str], request_id: str) -> dict[str, Any]:
         """The request once its saga is over and the projection has caught up with it."""
         found: dict[str, Any] = {}
@@ -74,7 +87,9 @@ class Running:
             if body["status"] not in ("approved", "failed"):
                 return False
             assert self.hub.sagas is not None
-            return not (await self.hub.sagas.show(body["saga_id"])).state.incomplete
+            if (await self.hub.sagas.show(body["saga_id"])).state.incomplete:
+                return False
+            return await self.projected(body["saga_id"])
 
         await until(done, f"request {request_id} to settle")
         return found

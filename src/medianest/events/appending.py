@@ -7,6 +7,7 @@ retry of an append that already happened (its original result is returned) or a 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,23 +17,41 @@ from medianest.errors import ValidationError
 from medianest.events.model import (
     NO_STREAM,
     AppendResult,
+    EventMetadata,
     ExpectedVersion,
     NewEvent,
     RecordedEvent,
     StreamState,
     check_expected_value,
     check_name,
-    json_object,
+    json_text,
 )
 
 
 @dataclass(frozen=True, slots=True)
 class PreparedEvent:
-    """A checked :class:`NewEvent` with its JSON copies, ready to be written."""
+    """A checked :class:`NewEvent` with its data and metadata as the JSON text to store.
+
+    The text is what validating the event produced; it is written as is (no second
+    serialisation), and parsed again only where a value is needed (:attr:`data`).
+    """
 
     event: NewEvent
-    data: dict[str, Any]
-    metadata: dict[str, Any]
+    data_json: str
+    metadata_json: str
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """A fresh copy of the event's data, as it will read back."""
+        return json.loads(self.data_json)  # type: ignore[no-any-return]
+
+    @property
+    def metadata(self) -> EventMetadata:
+        """The event's metadata, as it will read back."""
+        return EventMetadata.from_json(json.loads(self.metadata_json))
+
+
+_NONE = object()
 
 
 def prepare(
@@ -41,7 +60,8 @@ def prepare(
     """Check an append's arguments; :class:`~medianest.errors.ValidationError` otherwise.
 
     At least one event, unique ids inside the batch, types that are names, data that is a
-    JSON object, schema versions >= 1.
+    JSON object, schema versions >= 1. Events of one append often share their metadata
+    object; its JSON text is then made once.
     """
     check_name("stream_id", stream_id)
     check_expected_value(expected)
@@ -51,6 +71,8 @@ def prepare(
         )
     prepared: list[PreparedEvent] = []
     seen: set[UUID] = set()
+    last_metadata: object = _NONE
+    metadata_json = ""
     for index, event in enumerate(events):
         where = f"events.{index}"
         if not isinstance(event, NewEvent):
@@ -71,13 +93,10 @@ def prepare(
                 f"{where}.schema_version must be an int >= 1",
                 errors={f"{where}.schema_version": "invalid"},
             )
-        prepared.append(
-            PreparedEvent(
-                event,
-                json_object(f"{where}.data", event.data),
-                json_object(f"{where}.metadata", event.metadata.to_json()),
-            )
-        )
+        if event.metadata is not last_metadata:
+            last_metadata = event.metadata
+            metadata_json = json_text(f"{where}.metadata", last_metadata.to_json())
+        prepared.append(PreparedEvent(event, json_text(f"{where}.data", event.data), metadata_json))
     return prepared
 
 

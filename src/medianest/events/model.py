@@ -16,11 +16,11 @@ every backend, and tuples come back as lists everywhere.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import FrozenInstanceError, dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self, cast
 from uuid import UUID, uuid4
 
 from medianest.errors import ValidationError
@@ -98,14 +98,20 @@ def check_name(kind: str, value: object) -> str:
 
 def json_object(kind: str, value: object) -> dict[str, Any]:
     """A deep copy of ``value`` as JSON would give it back, or ValidationError naming ``kind``."""
+    copied = json.loads(json_text(kind, value))
+    assert isinstance(copied, dict)
+    return copied
+
+
+def json_text(kind: str, value: object) -> str:
+    """``value``, a JSON object, as JSON text (what is stored), or ValidationError naming
+    ``kind``. Reading the text back gives what :func:`json_object` gives."""
     if not isinstance(value, Mapping):
         raise ValidationError(f"{kind} must be a JSON object", errors={kind: "not an object"})
     try:
-        copied = json.loads(json.dumps(value, allow_nan=False))
+        return json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"{kind} is not JSON: {exc}", errors={kind: str(exc)}) from exc
-    assert isinstance(copied, dict)
-    return copied
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +187,12 @@ class RecordedEvent:
 
     ``recorded_at`` is the writer's clock (aware UTC); order events by ``position``, never by
     time, since writers on several machines do not share a clock.
+
+    This frozen dataclass is the declaration (what type checkers and ``dataclasses.fields``
+    see). At run time the name is bound to :class:`_StoredEvent`, which has the same fields,
+    constructor and behaviour (equality, ``repr``, immutability, ``dataclasses.replace``)
+    and also :meth:`from_stored`: an event over a row as read, whose ``id``, ``data``,
+    ``metadata`` and ``recorded_at`` are decoded on first use.
     """
 
     id: UUID
@@ -193,6 +205,13 @@ class RecordedEvent:
     metadata: EventMetadata
     recorded_at: datetime
 
+    @classmethod
+    def from_stored(cls, row: Sequence[Any]) -> RecordedEvent:
+        """An event over a stored row ``(position, id, stream_id, version, type,
+        schema_version, data, metadata, recorded_at)``: the id as text, data and metadata
+        as JSON text, the time as a datetime or ISO text (naive = UTC)."""
+        return cast(RecordedEvent, _StoredEvent.from_stored(row))
+
     def same_content(self, event: NewEvent) -> bool:
         """Whether ``event`` (a retry) carries what this one stored (metadata aside)."""
         return (
@@ -200,6 +219,179 @@ class RecordedEvent:
             and self.schema_version == event.schema_version
             and self.data == json_object("data", event.data)
         )
+
+
+_FIELDS = tuple(RecordedEvent.__dataclass_fields__)
+_RAW: Any = object()
+"""Marks a field of a :class:`_StoredEvent` that is still the stored text."""
+
+
+class _StoredEvent:
+    """:class:`RecordedEvent` at run time: a slotted class over the stored row that decodes
+    ``id`` (a UUID), ``data`` and ``metadata`` (JSON) and ``recorded_at`` (an aware UTC
+    datetime) on first access and keeps the result; the other fields are read from the row.
+
+    Reading a page of events thus costs one small object per row; a reader pays for the
+    values it uses. It mimics the frozen dataclass it stands for: it carries its
+    ``__dataclass_fields__`` (``dataclasses.replace``/``asdict``/``fields`` work), compares
+    field by field with events of its class, repr's and pickles like it, refuses assignment
+    with ``FrozenInstanceError`` and is unhashable (``data`` is a dict).
+    """
+
+    __slots__ = ("_data", "_id", "_metadata", "_recorded_at", "_stored")
+    __dataclass_fields__ = RecordedEvent.__dataclass_fields__
+    __dataclass_params__ = RecordedEvent.__dataclass_params__  # type: ignore[attr-defined]
+    __match_args__ = (
+        "id",
+        "stream_id",
+        "version",
+        "position",
+        "type",
+        "schema_version",
+        "data",
+        "metadata",
+        "recorded_at",
+    )
+
+    _stored: Sequence[Any]
+    _id: Any
+    _data: Any
+    _metadata: Any
+    _recorded_at: Any
+
+    def __init__(
+        self,
+        id: UUID,
+        stream_id: str,
+        version: int,
+        position: int,
+        type: str,
+        schema_version: int,
+        data: dict[str, Any],
+        metadata: EventMetadata,
+        recorded_at: datetime,
+    ) -> None:
+        _set_stored(self, (position, None, stream_id, version, type, schema_version))
+        _set_id(self, id)
+        _set_data(self, data)
+        _set_metadata(self, metadata)
+        _set_recorded_at(self, recorded_at)
+
+    @classmethod
+    def from_stored(cls, row: Sequence[Any]) -> _StoredEvent:
+        """See :meth:`RecordedEvent.from_stored`."""
+        event = _new(cls)
+        _set_stored(event, row)
+        _set_id(event, _RAW)
+        _set_data(event, _RAW)
+        _set_metadata(event, _RAW)
+        _set_recorded_at(event, _RAW)
+        return event
+
+    @property
+    def position(self) -> int:
+        return self._stored[0]  # type: ignore[no-any-return]
+
+    @property
+    def stream_id(self) -> str:
+        return self._stored[2]  # type: ignore[no-any-return]
+
+    @property
+    def version(self) -> int:
+        return self._stored[3]  # type: ignore[no-any-return]
+
+    @property
+    def type(self) -> str:
+        return self._stored[4]  # type: ignore[no-any-return]
+
+    @property
+    def schema_version(self) -> int:
+        return self._stored[5]  # type: ignore[no-any-return]
+
+    @property
+    def id(self) -> UUID:
+        value = self._id
+        if value is _RAW:
+            value = UUID(self._stored[1])
+            _set_id(self, value)
+        return value  # type: ignore[no-any-return]
+
+    @property
+    def data(self) -> dict[str, Any]:
+        value = self._data
+        if value is _RAW:
+            value = json.loads(self._stored[6])
+            _set_data(self, value)
+        return value  # type: ignore[no-any-return]
+
+    @property
+    def metadata(self) -> EventMetadata:
+        value = self._metadata
+        if value is _RAW:
+            value = EventMetadata.from_json(json.loads(self._stored[7]))
+            _set_metadata(self, value)
+        return value  # type: ignore[no-any-return]
+
+    @property
+    def recorded_at(self) -> datetime:
+        value = self._recorded_at
+        if value is _RAW:
+            value = self._stored[8]
+            if isinstance(value, str):
+                value = datetime.fromisoformat(value)
+            value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+            _set_recorded_at(self, value)
+        return value  # type: ignore[no-any-return]
+
+    same_content = RecordedEvent.same_content
+
+    def _values(self) -> tuple[Any, ...]:
+        return (
+            self.id,
+            self.stream_id,
+            self.version,
+            self.position,
+            self.type,
+            self.schema_version,
+            self.data,
+            self.metadata,
+            self.recorded_at,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, _StoredEvent)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())  # as the dataclass's: a TypeError, data being a dict
+
+    def __repr__(self) -> str:
+        values = zip(_FIELDS, self._values(), strict=True)
+        return f"RecordedEvent({', '.join(f'{name}={value!r}' for name, value in values)})"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (self.__class__, self._values())
+
+
+_new = object.__new__
+_slots: dict[str, Any] = dict(vars(_StoredEvent))
+_set_stored = _slots["_stored"].__set__
+_set_id = _slots["_id"].__set__
+_set_data = _slots["_data"].__set__
+_set_metadata = _slots["_metadata"].__set__
+_set_recorded_at = _slots["_recorded_at"].__set__
+_StoredEvent.__name__ = _StoredEvent.__qualname__ = "RecordedEvent"
+_StoredEvent.__doc__ = RecordedEvent.__doc__
+if not TYPE_CHECKING:
+    RecordedEvent = _StoredEvent  # the declaration above is for type checkers
 
 
 @dataclass(frozen=True, slots=True)

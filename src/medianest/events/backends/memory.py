@@ -19,7 +19,6 @@ from medianest.events.base import EventStore, check_limit, check_position
 from medianest.events.model import (
     AppendResult,
     EventFilter,
-    EventMetadata,
     ExpectedVersion,
     NewEvent,
     RecordedEvent,
@@ -77,7 +76,7 @@ class MemoryEventStore(EventStore):
                 type=item.event.type,
                 schema_version=item.event.schema_version,
                 data=item.data,
-                metadata=EventMetadata.from_json(item.metadata),
+                metadata=item.metadata,
                 recorded_at=now,
             )
             stream.append(recorded)

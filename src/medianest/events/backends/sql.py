@@ -16,7 +16,15 @@ append whose expected version does not fit gets its
 :class:`~medianest.errors.WrongExpectedVersion` and is not written, and a database error
 that the group may owe to one append is retried one append at a time. An append cancelled
 before the writer takes it is not written; one cancelled later may be (as before: retry it
-with the same ids). The writer keeps its connection while appends keep coming.
+with the same ids). The writer keeps its connection while appends keep coming. How a group
+is planned is in :mod:`.sql_groups`; on a SQLite file the whole transaction runs as one call
+in a writer thread with its own ``sqlite3`` connection (:mod:`.sql_sqlite`), elsewhere
+statement by statement on a pooled connection, the events inserted in one driver call
+(:mod:`.sql_raw`).
+
+**Reads** run on the driver connection (:mod:`.sql_raw`) the store keeps for them: one
+driver call per read, no pool checkout, ``BEGIN`` or rollback, and events that decode their
+JSON, id and time only when used (:class:`~medianest.events.model.RecordedEvent`).
 
 Live subscriptions are woken
 
@@ -36,12 +44,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -49,14 +56,23 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from medianest.backends import mask_url
 from medianest.database import Database
 from medianest.database.engine import _reason
-from medianest.errors import (
-    BackendError,
-    BackendUnavailable,
-    ValidationError,
-    WrongExpectedVersion,
-)
-from medianest.events.appending import PreparedEvent, prepare, replayed
+from medianest.errors import BackendError, BackendUnavailable
+from medianest.events.appending import prepare
+from medianest.events.backends import sql_raw, sql_sqlite
 from medianest.events.backends import sql_store as store
+from medianest.events.backends.sql_groups import (
+    Commit,
+    Outcome,
+    Pending,
+    Plan,
+    answer_written,
+    commit_sync,
+    make_plan,
+    segments,
+    stream_changes,
+    written_count,
+)
+from medianest.events.backends.sql_raw import Driver
 from medianest.events.backends.sql_store import load_checkpoint, save_checkpoint
 from medianest.events.base import EventStore, check_limit, check_position
 from medianest.events.model import (
@@ -66,7 +82,6 @@ from medianest.events.model import (
     NewEvent,
     RecordedEvent,
     Snapshot,
-    check_expected,
     check_name,
 )
 from medianest.events.upcasting import Upcasters
@@ -83,6 +98,10 @@ _GROUP = 1000
 """Most events in one group commit (one append larger than that is a group of its own)."""
 
 
+_CONFLICTS: tuple[type[Exception], ...] = (IntegrityError, *sql_raw.CONFLICT_ERRORS)
+"""A unique constraint refused a write (through SQLAlchemy or on the driver connection)."""
+
+
 def async_url(url: str) -> str:
     """``url`` with the async driver SQLAlchemy needs (``sqlite://`` → ``sqlite+aiosqlite://``)."""
     scheme, sep, rest = url.partition("://")
@@ -92,78 +111,6 @@ def async_url(url: str) -> str:
 
 class _Conflict(BackendError):
     """A unique constraint refused a write: another appender got there first; retry."""
-
-
-class _Pending:
-    """An append waiting for the store's writer, and its caller's future."""
-
-    __slots__ = ("batch", "expected", "future", "stream_id")
-
-    def __init__(
-        self, stream_id: str, batch: list[PreparedEvent], expected: ExpectedVersion
-    ) -> None:
-        self.stream_id = stream_id
-        self.batch = batch
-        self.expected = expected
-        self.future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-
-    def settle(self, outcome: AppendResult | BaseException) -> None:
-        if not self.future.done():
-            if isinstance(outcome, AppendResult):
-                self.future.set_result(outcome)
-            else:
-                self.future.set_exception(outcome)
-
-
-_Outcome = AppendResult | ValidationError | WrongExpectedVersion
-
-
-@dataclass
-class _Plan:
-    """What one transaction does with a group: the appends it writes (each with its
-    stream's version before it), the answers decided without writing (replays, refusals),
-    and the appends left for the next transaction (they reuse an id of an earlier append
-    of the group: as a retry, they must find it stored)."""
-
-    written: list[tuple[_Pending, int]] = field(default_factory=list)
-    answered: list[tuple[_Pending, _Outcome]] = field(default_factory=list)
-    deferred: list[_Pending] = field(default_factory=list)
-    versions: dict[str, int] = field(default_factory=dict)
-
-
-def _plan(
-    group: list[_Pending], versions: dict[str, int], stored: dict[UUID, RecordedEvent] | None
-) -> _Plan | None:
-    """Check the group's appends in order against the stream ``versions`` (each sees the
-    ones before it). ``stored`` are the already stored events among the group's ids; None
-    when they were not looked up, and then None is returned if an expected version does not
-    fit: that append may be a retry of one that went through, so the ids must be looked up."""
-    plan = _Plan(versions=dict(versions))
-    taken: set[UUID] = set()
-    for item in group:
-        ids = {prepared.event.id for prepared in item.batch}
-        if not taken.isdisjoint(ids):
-            plan.deferred.append(item)
-            continue
-        current = plan.versions.get(item.stream_id, 0)
-        try:
-            if stored is not None and not stored.keys().isdisjoint(ids):
-                result = replayed(item.stream_id, item.batch, item.expected, stored, current)
-                plan.answered.append((item, result))
-                continue
-            check_expected(item.stream_id, item.expected, current)
-        except WrongExpectedVersion as exc:
-            if stored is None:
-                return None
-            plan.answered.append((item, exc))
-            continue
-        except ValidationError as exc:
-            plan.answered.append((item, exc))
-            continue
-        plan.versions[item.stream_id] = current + len(item.batch)
-        taken.update(ids)
-        plan.written.append((item, current))
-    return plan
 
 
 class SqlEventStore(EventStore):
@@ -187,8 +134,13 @@ class SqlEventStore(EventStore):
         )
         self.listener: Any = None
         self._started = False
-        self._pending: deque[_Pending] = deque()
+        self._pending: deque[Pending] = deque()
         self._writer: asyncio.Task[None] | None = None
+        self._reader: Driver | None = None
+        self._reader_connection: AsyncConnection | None = None
+        self._reader_lock = asyncio.Lock()
+        self._own_reader = database.dialect != "sqlite" or database.sqlite_path is not None
+        self._sqlite: sql_sqlite.SqliteWriter | None = None
 
     @classmethod
     def from_url(
@@ -214,6 +166,9 @@ class SqlEventStore(EventStore):
         try:
             async with self._connection(write=True) as conn:
                 await store.ensure_counter(conn)
+            path = self.database.sqlite_path
+            if path is not None:
+                self._sqlite = sql_sqlite.SqliteWriter(path)
             if self._listen:
                 from medianest.events.backends.pg_listener import PgListener, asyncpg_dsn
 
@@ -243,6 +198,10 @@ class SqlEventStore(EventStore):
         await self._release()
 
     async def _release(self) -> None:
+        await self._drop_reader()
+        sqlite, self._sqlite = self._sqlite, None
+        if sqlite is not None:
+            await sqlite.close()
         listener, self.listener = self.listener, None
         if listener is not None:
             await listener.close()
@@ -265,7 +224,7 @@ class SqlEventStore(EventStore):
         """Queue the append for the store's writer (group commit, module docstring)."""
         batch = prepare(stream_id, events, expected_version)
         self._check_open()
-        pending = _Pending(stream_id, batch, expected_version)
+        pending = Pending(stream_id, batch, expected_version)
         self._pending.append(pending)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_pending(), name="event-store-writer")
@@ -276,17 +235,17 @@ class SqlEventStore(EventStore):
         connection while it works (a fresh one after a failure)."""
         while self._pending:
             try:
-                async with self._connection() as conn:
+                async with self._committer() as commit:
                     while self._pending:
                         group = self._next_group()
-                        if group and not await self._commit_group(conn, group):
+                        if group and not await self._commit_group(commit, group):
                             break
             except Exception as exc:  # no connection: every queued append fails alike
                 while self._pending:
                     self._pending.popleft().settle(exc)
 
-    def _next_group(self) -> list[_Pending]:
-        group: list[_Pending] = []
+    def _next_group(self) -> list[Pending]:
+        group: list[Pending] = []
         size = 0
         while self._pending and (not group or size + len(self._pending[0].batch) <= _GROUP):
             item = self._pending.popleft()
@@ -295,14 +254,24 @@ class SqlEventStore(EventStore):
                 size += len(item.batch)
         return group
 
-    async def _commit_group(self, conn: AsyncConnection, group: list[_Pending]) -> bool:
+    @contextlib.asynccontextmanager
+    async def _committer(self) -> AsyncIterator[Commit]:
+        """How this store commits a group: in the SQLite writer's thread (a database file,
+        :mod:`.sql_sqlite`) or on a pooled connection, kept while appends keep coming."""
+        if self._sqlite is not None:
+            yield self._commit_in_thread
+            return
+        async with self._connection() as conn:
+            yield functools.partial(self._commit_once, conn)
+
+    async def _commit_group(self, commit: Commit, group: list[Pending]) -> bool:
         """Commit ``group`` and answer each caller (False after a failure). A failure the
         group may owe to one of its appends is retried one append at a time, so that only
         that caller sees it."""
         try:
             for attempt in range(_APPEND_ATTEMPTS):
                 try:
-                    outcomes, deferred = await self._commit_once(conn, group, attempt > 0)
+                    outcomes, deferred = await commit(group, attempt > 0)
                 except _Conflict:
                     continue
                 self._pending.extendleft(reversed(deferred))
@@ -316,7 +285,7 @@ class SqlEventStore(EventStore):
         except Exception as exc:
             if len(group) > 1 and not isinstance(exc, BackendUnavailable):
                 for item in group:
-                    await self._commit_group(conn, [item])
+                    await self._commit_group(commit, [item])
                 return False
             error = exc
         except BaseException:  # cancelled (the store closes): nobody waits for ever
@@ -328,8 +297,8 @@ class SqlEventStore(EventStore):
         return False
 
     async def _commit_once(
-        self, conn: AsyncConnection, group: list[_Pending], look_up_ids: bool
-    ) -> tuple[list[tuple[_Pending, _Outcome]], list[_Pending]]:
+        self, conn: AsyncConnection, group: list[Pending], look_up_ids: bool
+    ) -> tuple[list[tuple[Pending, Outcome]], list[Pending]]:
         """One transaction for ``group``; the answers and the appends left for the next one.
 
         The event ids are looked up only when ``look_up_ids`` or when an expected version
@@ -339,29 +308,31 @@ class SqlEventStore(EventStore):
             async with conn.begin():
                 await store.begin_write(conn)
                 versions = await store.stream_versions(conn, (item.stream_id for item in group))
-                plan = None if look_up_ids else _plan(group, versions, None)
+                plan = None if look_up_ids else make_plan(group, versions, None)
                 if plan is None:
                     ids = [prepared.event.id for item in group for prepared in item.batch]
-                    plan = _plan(group, versions, await store.events_by_ids(conn, ids))
+                    plan = make_plan(group, versions, await store.events_by_ids(conn, ids))
                     assert plan is not None
                 if plan.written:
                     await self._write(conn, plan, existing=set(versions))
         return plan.answered, plan.deferred
 
     @staticmethod
-    async def _write(conn: AsyncConnection, plan: _Plan, *, existing: set[str]) -> None:
+    async def _write(conn: AsyncConnection, plan: Plan, *, existing: set[str]) -> None:
         """Write the plan's appends (stream rows, positions, events); answer them."""
-        streams = {item.stream_id for item, _ in plan.written}
-        created = {s: plan.versions[s] for s in streams - existing}
-        moved = {s: plan.versions[s] for s in streams & existing}
-        await store.set_stream_versions(conn, created, moved)
-        count = sum(len(item.batch) for item, _ in plan.written)
-        position = await store.claim_positions(conn, count)
-        segments = [(item.stream_id, item.batch, current + 1) for item, current in plan.written]
-        await store.insert_events(conn, segments, position, datetime.now(UTC))
-        for item, current in plan.written:
-            position += len(item.batch)
-            plan.answered.append((item, AppendResult(current + len(item.batch), position - 1)))
+        await store.set_stream_versions(conn, *stream_changes(plan, existing))
+        position = await store.claim_positions(conn, written_count(plan))
+        await store.insert_events(conn, segments(plan), position, datetime.now(UTC))
+        answer_written(plan, position)
+
+    async def _commit_in_thread(
+        self, group: list[Pending], look_up_ids: bool
+    ) -> tuple[list[tuple[Pending, Outcome]], list[Pending]]:
+        """:meth:`_commit_once` as one call to the SQLite writer's thread."""
+        assert self._sqlite is not None
+        with self._translated():
+            plan = await self._sqlite.run(functools.partial(commit_sync, group, look_up_ids))
+        return plan.answered, plan.deferred
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -375,9 +346,9 @@ class SqlEventStore(EventStore):
         check_name("stream_id", stream_id)
         check_position("from_version", from_version, optional=True)
         limit = check_limit(limit)
-        async with self._reading() as conn:
-            found = await store.read_stream(conn, stream_id, from_version, limit, backwards)
-        return [self.upcasters.apply(event) for event in found]
+        async with self._driver() as driver:
+            found = await driver.read_stream(stream_id, from_version, limit, backwards)
+        return self._upcast(found)
 
     async def read_all(
         self,
@@ -387,18 +358,23 @@ class SqlEventStore(EventStore):
     ) -> list[RecordedEvent]:
         check_position("from_position", from_position)
         limit = check_limit(limit)
-        async with self._reading() as conn:
-            found = await store.read_all(conn, from_position, limit, filter or EventFilter())
+        async with self._driver() as driver:
+            found = await driver.read_all(from_position, limit, filter or EventFilter())
+        return self._upcast(found)
+
+    def _upcast(self, found: list[RecordedEvent]) -> list[RecordedEvent]:
+        if not len(self.upcasters):
+            return found
         return [self.upcasters.apply(event) for event in found]
 
     async def head_position(self) -> int:
-        async with self._reading() as conn:
-            return await store.head_position(conn)
+        async with self._driver() as driver:
+            return await driver.head_position()
 
     async def stream_version(self, stream_id: str) -> int:
         check_name("stream_id", stream_id)
-        async with self._reading() as conn:
-            return await store.stream_version(conn, stream_id)
+        async with self._driver() as driver:
+            return await driver.stream_version(stream_id)
 
     # -- snapshots and checkpoints --------------------------------------------------------
 
@@ -452,16 +428,67 @@ class SqlEventStore(EventStore):
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
 
+    @contextlib.asynccontextmanager
+    async def _driver(self) -> AsyncIterator[Driver]:
+        """A driver connection for a read (:mod:`.sql_raw`), errors translated.
+
+        The store keeps one connection of its own for reads, out of the pool: a read then
+        is one call to the driver -- no pool checkout and pre-ping, no ``BEGIN`` and no
+        rollback when it goes back (both drivers read in autocommit here), which is most of
+        a live subscription's lag. While another read uses it, a read takes a pooled
+        connection instead. A connection that failed is dropped; the next read opens
+        another. (SQLite in memory reads through the pool: another connection would be
+        another database.)
+        """
+        if not self._own_reader or not self._started or self._reader_lock.locked():
+            with self._translated():
+                async with self.database.connect() as conn:
+                    yield await sql_raw.driver_of(conn)
+            return
+        async with self._reader_lock:
+            with self._translated():
+                reader = self._reader or await self._open_reader()
+                try:
+                    yield reader
+                except BaseException:  # the connection may be unusable: the next read opens one
+                    await self._drop_reader(invalidate=True)
+                    raise
+                finally:
+                    if not self._started:  # the store closed during the read
+                        await self._drop_reader()
+
+    async def _open_reader(self) -> Driver:
+        conn = await self.database.engine.connect()
+        try:
+            self._reader = await sql_raw.driver_of(conn)
+        except BaseException:
+            await conn.close()
+            raise
+        self._reader_connection = conn
+        return self._reader
+
+    async def _drop_reader(self, *, invalidate: bool = False) -> None:
+        conn, self._reader_connection, self._reader = self._reader_connection, None, None
+        if conn is not None:
+            with contextlib.suppress(SQLAlchemyError, *sql_raw.DRIVER_ERRORS):
+                if invalidate:
+                    await conn.invalidate()
+                await conn.close()
+
     @contextlib.contextmanager
     def _translated(self) -> Iterator[None]:
         """Driver errors become :class:`BackendUnavailable`, :class:`BackendError`, or
         ``_Conflict`` for a unique constraint."""
         try:
             yield
-        except IntegrityError as exc:
+        except _CONFLICTS as exc:
             raise _Conflict(
                 f"event store write conflicted: {_reason(exc)}", backend=self._backend
             ) from exc
+        except sql_raw.DRIVER_ERRORS as exc:  # a statement run on the driver connection
+            unavailable = isinstance(exc, sql_raw.UNAVAILABLE_ERRORS)
+            error = BackendUnavailable if unavailable else BackendError
+            raise error(f"event store failed: {_reason(exc)}", backend=self._backend) from exc
         except (SQLAlchemyError, OSError) as exc:
             unavailable = isinstance(exc, OSError | InterfaceError) or (
                 isinstance(exc, DBAPIError) and exc.connection_invalidated

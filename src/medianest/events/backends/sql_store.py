@@ -27,8 +27,12 @@ parallel across processes.
 On SQLite there is one writer at a time anyway: :func:`begin_write` makes the first
 statement a write so the database lock is taken before anything is read (a deferred
 transaction that reads first could not upgrade to a writer once another one committed).
+On a database file the store runs these statements, in this order, in its SQLite writer
+thread instead (:mod:`.sql_sqlite`, ``BEGIN IMMEDIATE``); the functions here serve
+PostgreSQL and SQLite in memory.
 
 Times are aware UTC datetimes; SQLite hands them back naive, :func:`utc` puts UTC back.
+Inserting and reading events runs on the driver connection (:mod:`.sql_raw`).
 """
 
 from __future__ import annotations
@@ -39,7 +43,6 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Text, bindparam, cast, func, insert, select, update
-from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medianest.database.schema import (
@@ -50,8 +53,8 @@ from medianest.database.schema import (
     events,
 )
 from medianest.errors import BackendError
-from medianest.events.appending import PreparedEvent
-from medianest.events.model import EventFilter, EventMetadata, RecordedEvent, Snapshot
+from medianest.events.backends.sql_raw import Segment, driver_of
+from medianest.events.model import RecordedEvent, Snapshot
 
 CHANNEL = "medianest_events"
 """The PostgreSQL ``NOTIFY`` channel appends signal on (payload: the last position)."""
@@ -146,86 +149,18 @@ async def claim_positions(conn: AsyncConnection, count: int) -> int:
     return int(last) - count + 1
 
 
-Segment = tuple[str, Sequence[PreparedEvent], int]
-"""Events of one append: the stream, the events, the version of the first one."""
-
-
 async def insert_events(
     conn: AsyncConnection, segments: Sequence[Segment], first_position: int, now: datetime
 ) -> None:
-    """Insert the segments' events at consecutive positions from ``first_position``."""
-    rows = []
-    position = first_position
-    for stream_id, batch, first_version in segments:
-        for offset, item in enumerate(batch):
-            rows.append(
-                {
-                    "position": position,
-                    "id": str(item.event.id),
-                    "stream_id": stream_id,
-                    "version": first_version + offset,
-                    "type": item.event.type,
-                    "schema_version": item.event.schema_version,
-                    "data": item.data,
-                    "metadata": item.metadata,
-                    "recorded_at": now,
-                }
-            )
-            position += 1
-    await conn.execute(insert(events), rows)
-
-
-def from_row(row: RowMapping) -> RecordedEvent:
-    return RecordedEvent(
-        id=UUID(row["id"]),
-        stream_id=row["stream_id"],
-        version=int(row["version"]),
-        position=int(row["position"]),
-        type=row["type"],
-        schema_version=int(row["schema_version"]),
-        data=row["data"],
-        metadata=EventMetadata.from_json(row["metadata"]),
-        recorded_at=utc(row["recorded_at"]),
-    )
+    """Insert the segments' events at consecutive positions from ``first_position``, in
+    ``conn``'s transaction, on its driver connection (:mod:`.sql_raw`)."""
+    await (await driver_of(conn)).insert_events(segments, first_position, now)
 
 
 async def events_by_ids(conn: AsyncConnection, ids: Sequence[UUID]) -> dict[UUID, RecordedEvent]:
-    result = await conn.execute(select(events).where(_E.id.in_([str(i) for i in ids])))
-    return {event.id: event for event in map(from_row, result.mappings())}
-
-
-async def read_stream(
-    conn: AsyncConnection,
-    stream_id: str,
-    from_version: int | None,
-    limit: int | None,
-    backwards: bool,
-) -> list[RecordedEvent]:
-    query = select(events).where(_E.stream_id == stream_id)
-    if backwards:
-        if from_version is not None:
-            query = query.where(_E.version <= from_version)
-        query = query.order_by(_E.version.desc())
-    else:
-        query = query.where(_E.version >= (from_version or 1)).order_by(_E.version)
-    if limit is not None:
-        query = query.limit(limit)
-    result = await conn.execute(query)
-    return [from_row(row) for row in result.mappings()]
-
-
-async def read_all(
-    conn: AsyncConnection, from_position: int, limit: int | None, event_filter: EventFilter
-) -> list[RecordedEvent]:
-    query = select(events).where(_E.position > from_position).order_by(_E.position)
-    if event_filter.types:
-        query = query.where(_E.type.in_(event_filter.types))
-    if event_filter.stream_prefix:
-        query = query.where(_E.stream_id.startswith(event_filter.stream_prefix, autoescape=True))
-    if limit is not None:
-        query = query.limit(limit)
-    result = await conn.execute(query)
-    return [from_row(row) for row in result.mappings()]
+    """The stored events among ``ids``, in ``conn``'s transaction."""
+    found = await (await driver_of(conn)).events_by_ids(ids)
+    return {event.id: event for event in found}
 
 
 async def head_position(conn: AsyncConnection) -> int:
