@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
 
 HOP_BY_HOP = frozenset(
     {
@@ -55,12 +55,6 @@ def _connection_tokens(headers: Sequence[tuple[str, str]]) -> set[str]:
     return tokens
 
 
-def strip_hop_by_hop(headers: Sequence[tuple[str, str]]) -> Headers:
-    """``headers`` without hop-by-hop fields (including those named in ``Connection``)."""
-    drop = HOP_BY_HOP | _connection_tokens(headers)
-    return [(k, v) for k, v in headers if k.lower() not in drop]
-
-
 def _is_gateway_credential(name: str, value: str) -> bool:
     if name == "x-api-key":
         return value.startswith("mn_")
@@ -86,12 +80,21 @@ def upstream_request_headers(
     request_id: str | None,
     content_length: int | None,
 ) -> Headers:
-    """The headers to send upstream for a client request with ``headers``."""
-    out = [
-        (k, v)
-        for k, v in strip_hop_by_hop(headers)
-        if k not in _NOT_FORWARDED and not _is_gateway_credential(k, v)
-    ]
+    """The headers to send upstream for a client request with ``headers`` (one pass over
+    them: this runs for every proxied request). Without a recording span in the current
+    context there is nothing to inject, and a new ``traceparent`` is started here."""
+    tokens = _connection_tokens(headers)
+    drop = HOP_BY_HOP | tokens if tokens else HOP_BY_HOP
+    traced = False
+    out = []
+    for k, v in headers:
+        name = k.lower()
+        if name in drop or name in _NOT_FORWARDED or _is_gateway_credential(name, v):
+            continue
+        if request_id and name == "x-request-id":
+            continue
+        traced = traced or name == "traceparent"
+        out.append((k, v))
     chain = f"{trusted_forwarded_for}, {client_ip}" if trusted_forwarded_for else client_ip
     out.append(("x-forwarded-for", chain))
     out.append(("x-forwarded-proto", scheme))
@@ -101,12 +104,12 @@ def upstream_request_headers(
         forwarded += f';host="{host}"'
     out.append(("forwarded", forwarded))
     if request_id:
-        out = [(k, v) for k, v in out if k != "x-request-id"]
         out.append(("x-request-id", request_id))
-    if not any(k == "traceparent" for k, _ in out):
+    if not traced:
         carrier: dict[str, str] = {}
-        propagate.inject(carrier)
-        out.extend((k.lower(), v) for k, v in carrier.items())
+        if trace.get_current_span().get_span_context().is_valid:
+            propagate.inject(carrier)
+            out.extend((k.lower(), v) for k, v in carrier.items())
         if "traceparent" not in carrier:
             out.append(("traceparent", new_traceparent()))
     if content_length is not None:

@@ -390,6 +390,8 @@ async def _respond(ex: Exchange, send: Send, attempted: Attempted, cache_key: st
             headers.append(
                 ("server-timing", f"upstream;dur={upstream_ms:.2f}, gateway;dur={gateway_ms:.2f}")
             )
+        if not complete and _small(response):
+            body, complete = await response.read(), True
         await ex.start_response(send, response.status, headers)
         if complete:
             await send({"type": "http.response.body", "body": body})
@@ -402,6 +404,13 @@ async def _respond(ex: Exchange, send: Send, attempted: Attempted, cache_key: st
         return response.status
     finally:
         response.release()
+
+
+def _small(response: aiohttp.ClientResponse) -> bool:
+    """Whether the answer is small enough, by its ``Content-Length``, to relay in one piece
+    (one body message, no chunk loop)."""
+    length = response.content_length
+    return length is not None and length <= _CHUNK
 
 
 async def _read_up_to(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:

@@ -127,18 +127,18 @@ def client_ip(peer: str | None, headers: Mapping[str, str], trusted_proxies: Seq
     """
     if peer is None:
         return UNKNOWN_CLIENT
-    if not trusted_proxies:
-        return _canonical_peer(peer)
+    canonical, current, trusted = _peer(peer, tuple(trusted_proxies))
+    if not trusted:
+        return canonical
     networks = trusted_networks(trusted_proxies)
-    current = _parse_address(peer)
-    if current is None or not _trusted(current, networks):
-        return peer if current is None else str(current)
     xff = _header(headers, "x-forwarded-for")
     if xff is not None:
         chain = xff.split(",")
     else:
         forwarded = _header(headers, "forwarded")
-        chain = _forwarded_for(forwarded) if forwarded is not None else []
+        if forwarded is None:
+            return canonical
+        chain = _forwarded_for(forwarded)
     for entry in reversed(chain):
         hop = _parse_address(entry)
         if hop is None:
@@ -150,10 +150,14 @@ def client_ip(peer: str | None, headers: Mapping[str, str], trusted_proxies: Seq
 
 
 @lru_cache(maxsize=4096)
-def _canonical_peer(peer: str) -> str:
-    """``peer`` as an address string (IPv4-mapped IPv6 unwrapped); cached, clients repeat."""
+def _peer(peer: str, trusted_proxies: tuple[str, ...]) -> tuple[str, IPAddress | None, bool]:
+    """``peer`` as an address string (IPv4-mapped IPv6 unwrapped), parsed, and whether it is
+    a trusted proxy; cached, since clients and proxies repeat."""
     current = _parse_address(peer)
-    return peer if current is None else str(current)
+    if current is None:
+        return peer, None, False
+    trusted = bool(trusted_proxies) and _trusted(current, trusted_networks(trusted_proxies))
+    return str(current), current, trusted
 
 
 @dataclass(frozen=True, slots=True)

@@ -152,6 +152,7 @@ class _RequestLog:
         self.handler = handler
         self.json_lines = json_lines and handler is not None
         self.pending: list[str] = []
+        self.second, self.stamp = -1, ""
 
     def emit(self, logger: logging.Logger, fields: dict[str, Any]) -> None:
         if not logger.isEnabledFor(logging.INFO):
@@ -160,9 +161,11 @@ class _RequestLog:
             structlog.stdlib.get_logger(logger.name).info("request", **fields)
             return
         now = time.time()
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+        second = int(now)
+        if second != self.second:
+            self.second, self.stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
         fields.update(
-            level="info", logger=logger.name, timestamp=f"{stamp}.{int(now % 1 * 1e6):06d}Z"
+            level="info", logger=logger.name, timestamp=f"{self.stamp}.{int(now % 1 * 1e6):06d}Z"
         )
         self.pending.append(json.dumps({"event": "request", **fields}, default=str))
         if len(self.pending) == 1:
