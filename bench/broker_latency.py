@@ -2,7 +2,8 @@
 
 For every backend (memory, sqlite, redis, amqp, nats) two targets run in one process,
 interleaved over several rounds: the MediaNest broker (``create_broker``: publish, one
-subscription, the handler) and the raw client floor of ``bench/broker_floors.py`` doing the
+subscription, the handler; every measurement with a group and a topic of its own, so that
+no earlier group receives copies) and the raw client floor of ``bench/broker_floors.py`` doing the
 same with the server's own client library. Both are measured the same way:
 
 * **idle ping-pong**: publish one message, wait until the handler has it, let everything
@@ -76,8 +77,13 @@ class BrokerTarget:
         await self.broker.start()
 
     async def _measure(self, topic: str, concurrency: int, run: Any) -> Any:
+        """One measurement with a group of its own on a topic of its own: a group lives on
+        after its subscription closes (a durable queue), so a topic shared with earlier
+        measurements would copy every message to their groups too -- work the floor, one
+        queue, does not do."""
         meter = Meter()
         self.group += 1
+        topic = f"{topic}.m{self.group}"
 
         async def handler(message: Message) -> None:
             meter.seen()

@@ -50,11 +50,10 @@ routed to its group.
 
 from __future__ import annotations
 
-import os
+import random
 import re
 import threading
 import time
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -73,22 +72,25 @@ _GROUP = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
 
 _last_uuid7 = [0, 0]  # [milliseconds, counter] of the previous id
 _uuid7_lock = threading.Lock()
+_UUID7_BITS = (0x7 << 76) | (0b10 << 62)  # the version and variant fields
 
 
 def uuid7() -> str:
     """A time-ordered UUIDv7 (RFC 9562): 48-bit Unix milliseconds, a 12-bit counter that
     keeps ids made in the same millisecond in order (method 1 of section 6.2), 62 random
-    bits. Ids of one process sort in the order they were made."""
+    bits. Ids of one process sort in the order they were made.
+
+    The random bits come from :mod:`random` (reseeded in a forked child), not the OS: ids
+    must be unique, not secret, and this runs for every message published."""
     with _uuid7_lock:
         millis = max(time.time_ns() // 1_000_000, _last_uuid7[0])
         counter = _last_uuid7[1] + 1 if millis == _last_uuid7[0] else 0
         if counter > 0xFFF:
             millis, counter = millis + 1, 0
         _last_uuid7[0], _last_uuid7[1] = millis, counter
-    rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
-    value = ((millis & ((1 << 48) - 1)) << 80) | (0x7 << 76) | (counter << 64)
-    value |= (0b10 << 62) | rand
-    return str(uuid.UUID(int=value))
+    value = ((millis & ((1 << 48) - 1)) << 80) | (counter << 64) | _UUID7_BITS
+    h = f"{value | random.getrandbits(62):032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def check_topic(topic: str) -> str:
@@ -162,27 +164,47 @@ class Message:
         }
 
     @classmethod
-    def from_wire(cls, data: Mapping[str, Any]) -> Message:
-        """Parse an envelope; ValidationError for a version or shape this hub cannot read."""
-        if not isinstance(data, Mapping):
+    def from_wire(cls, data: Mapping[str, Any], attempt: int | None = None) -> Message:
+        """Parse an envelope (with ``attempt`` instead of its own when given);
+        ValidationError for a version or shape this hub cannot read."""
+        if type(data) is not dict and not isinstance(data, Mapping):
             raise ValidationError("malformed message envelope: not a JSON object")
         if data.get("v") != WIRE_VERSION:
             raise ValidationError(f"unsupported message envelope version {data.get('v')!r}")
         try:
-            stamp = datetime.fromisoformat(str(data["timestamp"]).replace("Z", "+00:00"))
-            return cls(
+            headers = data.get("headers") or {}
+            if not all(type(k) is str and type(v) is str for k, v in headers.items()):
+                headers = {str(k): str(v) for k, v in headers.items()}
+            return cls.checked(
                 topic=str(data["topic"]),
                 payload=data.get("payload"),
                 id=str(data["id"]),
-                timestamp=stamp,
+                timestamp=datetime.fromisoformat(str(data["timestamp"])),
                 correlation_id=data.get("correlation_id"),
                 causation_id=data.get("causation_id"),
-                headers={str(k): str(v) for k, v in (data.get("headers") or {}).items()},
-                attempt=int(data.get("attempt", 1)),
+                headers=headers,
+                attempt=int(data.get("attempt", 1)) if attempt is None else attempt,
                 key=data.get("key"),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValidationError(f"malformed message envelope: {exc}") from exc
+
+    @classmethod
+    def checked(cls, **fields: Any) -> Message:
+        """A message of field values already checked, every field given, made without
+        ``__init__``: a frozen dataclass sets each field through ``object.__setattr__``,
+        which is most of what making one costs, and this runs for every message sent or
+        received. Equality, hashing and ``replace`` are the dataclass's own."""
+        message = object.__new__(cls)
+        message.__dict__.update(fields)
+        return message
+
+    def changed(self, **changes: Any) -> Message:
+        """A copy with ``changes`` (field values already checked), like
+        :func:`dataclasses.replace` without ``__init__`` (see :meth:`checked`)."""
+        message = object.__new__(type(self))
+        message.__dict__.update(self.__dict__, **changes)
+        return message
 
 
 @dataclass(frozen=True)

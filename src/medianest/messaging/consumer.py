@@ -12,9 +12,11 @@ This class keeps the broker contract on top of them, the same way on every such 
   does not cost a claim;
 * a delivery whose **attempt** is beyond ``max_attempts`` (earlier deliveries were never
   settled: their consumer was cancelled or killed) is dead-lettered without running;
-* the handler **returns** → ack; it **raises** → retry after ``retry.delay(attempt)``, or
-  dead-letter with the error once ``attempt`` reached ``max_attempts``; it is **cancelled**
-  → the delivery is released unacked, visible again at once;
+* the handler **returns** → ack (the acks of handlers that return while an ack is on its
+  way go together in the next one: :meth:`Consumer._ack_many`); it **raises** → retry
+  after ``retry.delay(attempt)``, or dead-letter with the error once ``attempt`` reached
+  ``max_attempts``; it is **cancelled** → the delivery is released unacked, visible again
+  at once;
 * :meth:`close` stops claiming, gives running handlers ``drain_timeout`` seconds, then
   cancels the rest, whose deliveries are released, never acked;
 * the handler runs in an OpenTelemetry consumer span continuing the message's
@@ -57,6 +59,44 @@ class Delivery:
     last_error: str | None = None
 
 
+_tracing = False
+
+
+def tracing() -> bool:
+    """Whether an OpenTelemetry SDK (a real tracer provider) is installed: without one a
+    span records nothing, so no span is made. Once one is installed it stays (OpenTelemetry
+    sets the provider once), so only the answer "yes" is kept."""
+    global _tracing
+    if not _tracing:
+        _tracing = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    return _tracing
+
+
+async def run_handler(
+    handler: Handler, message: Message, group: str, metrics: MessagingMetrics
+) -> Exception | None:
+    """Run ``handler`` on ``message`` -- in an OpenTelemetry consumer span continuing the
+    message's ``traceparent`` when :func:`tracing` -- and record its outcome and duration;
+    the exception it raised, or ``None`` when it returned. A cancellation propagates: the
+    caller gives the delivery back. Every consumer of every backend runs handlers here."""
+    started = time.perf_counter()
+    try:
+        if not tracing():
+            await handler(message)
+        else:
+            with _tracer.start_as_current_span(
+                f"{message.topic} process",
+                context=propagate.extract(dict(message.headers)),
+                kind=trace.SpanKind.CONSUMER,
+            ):
+                await handler(message)
+    except Exception as exc:
+        metrics.handled(message.topic, group, time.perf_counter() - started, ok=False)
+        return exc
+    metrics.handled(message.topic, group, time.perf_counter() - started, ok=True)
+    return None
+
+
 def describe_error(exc: BaseException) -> str:
     """``Type: message`` of a handler's exception, as dead letters keep it."""
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -96,6 +136,8 @@ class Consumer(Subscription, ABC):
         self._look_at = 0.0
         self._dispatcher: asyncio.Task[None] | None = None
         self._closed: asyncio.Future[None] | None = None
+        self._acks: list[Delivery] = []
+        self._acking = False
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.pattern!r}, group={self.group!r})"
@@ -109,6 +151,12 @@ class Consumer(Subscription, ABC):
 
     @abstractmethod
     async def _ack(self, delivery: Delivery) -> None: ...
+
+    async def _ack_many(self, deliveries: list[Delivery]) -> None:
+        """Ack several deliveries whose handlers returned; a backend that can do it in one
+        operation overrides this (the default acks them one by one)."""
+        for delivery in deliveries:
+            await self._ack(delivery)
 
     @abstractmethod
     async def _retry(self, delivery: Delivery, delay: float, error: str) -> None:
@@ -178,6 +226,8 @@ class Consumer(Subscription, ABC):
                 for task in unfinished:
                     task.cancel()
                 await asyncio.wait(unfinished)
+        if self._acks and not self._acking:  # the task sending them was cancelled
+            await self._send_acks()
         await self._stopped()
 
     # -- the dispatcher -------------------------------------------------------------------
@@ -250,26 +300,29 @@ class Consumer(Subscription, ABC):
             made = dataclasses.replace(message, attempt=message.attempt - 1)
             await self._give_up(dataclasses.replace(delivery, message=made), error[:MAX_ERROR_TEXT])
             return
-        started = time.perf_counter()
         try:
-            if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-                await self.handler(message)  # no tracing SDK installed: spare the no-op span
-            else:
-                with _tracer.start_as_current_span(
-                    f"{message.topic} process",
-                    context=propagate.extract(dict(message.headers)),
-                    kind=trace.SpanKind.CONSUMER,
-                ):
-                    await self.handler(message)
-        except Exception as exc:
-            self.metrics.handled(message.topic, self.group, time.perf_counter() - started, ok=False)
-            await self._failed(delivery, exc)
-            return
+            failure = await run_handler(self.handler, message, self.group, self.metrics)
         except BaseException:
             await self._settle("release", self._release(delivery), delivery)
             raise
-        self.metrics.handled(message.topic, self.group, time.perf_counter() - started, ok=True)
-        await self._settle("ack", self._ack(delivery), delivery)
+        if failure is not None:
+            await self._failed(delivery, failure)
+            return
+        self._acks.append(delivery)
+        if not self._acking:
+            await self._send_acks()
+
+    async def _send_acks(self) -> None:
+        """Send the acks of returned handlers, those that come in meanwhile with the next
+        batch: one ack operation in flight per consumer, run by the handler task that found
+        none running (the others return at once, their acks go with its next batch)."""
+        self._acking = True
+        try:
+            while self._acks:
+                batch, self._acks = self._acks, []
+                await self._settle("ack", self._ack_many(batch), batch[0], len(batch))
+        finally:
+            self._acking = False
 
     async def _failed(self, delivery: Delivery, exc: Exception) -> None:
         message, error = delivery.message, describe_error(exc)
@@ -304,7 +357,9 @@ class Consumer(Subscription, ABC):
                 exc_info=exc,
             )
 
-    async def _settle(self, action: str, operation: Awaitable[None], delivery: Delivery) -> bool:
+    async def _settle(
+        self, action: str, operation: Awaitable[None], delivery: Delivery, count: int = 1
+    ) -> bool:
         try:
             await operation
         except Exception as exc:
@@ -312,6 +367,7 @@ class Consumer(Subscription, ABC):
                 f"could not {action} a message; it comes back when its lease runs out",
                 group=self.group,
                 message_id=delivery.message.id,
+                messages=count,
                 error=str(exc),
             )
             return False

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import propagate
@@ -30,11 +31,20 @@ def with_trace(message: Message) -> Message:
     """``message`` with a ``traceparent`` header (kept when it already has one)."""
     if "traceparent" in message.headers:
         return message
+    return dataclasses.replace(message, headers=_traced(message.headers))
+
+
+def _traced(headers: Mapping[str, str]) -> dict[str, str]:
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
-    headers = {**message.headers, **carrier}
-    headers.setdefault("traceparent", new_traceparent())
-    return dataclasses.replace(message, headers=headers)
+    traced = {**headers, **carrier}
+    traced.setdefault("traceparent", new_traceparent())
+    return traced
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+_CHECKED_TOPICS: set[str] = set()
+"""Topics already found valid in this process (a check per publish costs a regex match)."""
 
 
 def encode(message: Message) -> tuple[Message, str]:
@@ -43,16 +53,23 @@ def encode(message: Message) -> tuple[Message, str]:
     Raises :class:`~medianest.errors.ValidationError` for an invalid topic, non-string
     headers, or a payload that is not JSON (sets, bytes, NaN, objects...).
     """
-    check_topic(message.topic)
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in message.headers.items()):
+    if message.topic not in _CHECKED_TOPICS:
+        check_topic(message.topic)
+        if len(_CHECKED_TOPICS) < 10_000:
+            _CHECKED_TOPICS.add(message.topic)
+    headers = message.headers
+    if not all(type(k) is str and type(v) is str for k, v in headers.items()) and not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
         raise ValidationError(
             "message headers must map strings to strings", errors={"headers": "invalid"}
         )
-    message = with_trace(message)
-    if message.attempt != 1:
-        message = dataclasses.replace(message, attempt=1)
+    if "traceparent" not in headers:
+        message = message.changed(headers=_traced(headers), attempt=1)
+    elif message.attempt != 1:
+        message = message.changed(attempt=1)
     try:
-        text = json.dumps(message.to_wire(), ensure_ascii=False, allow_nan=False)
+        text = _JSON.encode(message.to_wire())
     except (TypeError, ValueError) as exc:
         raise ValidationError(
             f"message payload is not JSON: {exc}", errors={"payload": "not JSON"}
@@ -67,7 +84,4 @@ def decode(text: str | bytes, attempt: int | None = None) -> Message:
         data: Any = json.loads(text)
     except ValueError as exc:
         raise ValidationError(f"malformed message envelope: {exc}") from exc
-    message = Message.from_wire(data)
-    if attempt is not None and attempt != message.attempt:
-        message = dataclasses.replace(message, attempt=attempt)
-    return message
+    return Message.from_wire(data, attempt)

@@ -10,6 +10,8 @@
   dead-lettered without running. Deliveries beyond the free slots wait in a backlog, in
   order; handlers running longer than ``touch_every`` are "touched" so that the server does
   not hand their message to another consumer meanwhile (the visibility timeout);
+* :func:`pause_rounds`: how a consumer lets a few event loop rounds pass before its next
+  request to the server, so that requests come fuller under load;
 * :func:`undecodable`: a stand-in message for a body that is not an envelope, so that it
   can be dead-lettered (nothing is silently dropped);
 * :func:`envelope`: the JSON of a message being delivered again (its attempt kept).
@@ -30,18 +32,15 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
 
-from opentelemetry import propagate, trace
-
 from medianest.errors import ValidationError
 from medianest.messaging.base import Handler, Message, RetryPolicy, uuid7
-from medianest.messaging.consumer import MAX_ERROR_TEXT, describe_error
+from medianest.messaging.consumer import MAX_ERROR_TEXT, describe_error, run_handler
 from medianest.messaging.metrics import MessagingMetrics
 from medianest.observability import get_logger
 
 D = TypeVar("D")
 D_contra = TypeVar("D_contra", contravariant=True)
 _log = get_logger("medianest.messaging")
-_tracer = trace.get_tracer("medianest.messaging")
 
 
 class Settlement(Protocol[D_contra]):
@@ -61,6 +60,19 @@ class Settlement(Protocol[D_contra]):
 
     async def touch(self, delivery: D_contra) -> None:
         """Tell the server the handler of ``delivery`` is still running."""
+
+
+async def pause_rounds(rounds: int) -> None:
+    """Let the event loop run ``rounds`` times before going on.
+
+    A consumer that has just been handed messages waits this long before it asks the
+    server again (a read, a batch of acks): meanwhile its handlers start and return, so
+    their acks go with that request, and the publishers of this process get their turn, so
+    it finds more messages waiting. Under load each round takes a while and requests come
+    fuller and fewer (every one is a socket write, the dearest part of a message here);
+    on an idle loop the rounds pass in microseconds, so a lone message does not wait."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
 
 
 def undecodable(topic: str, body: bytes | str) -> Message:
@@ -185,26 +197,18 @@ class HandlerPool(Generic[D]):
             self._on_room()
 
     async def _process(self, message: Message, delivery: D) -> None:
-        started = time.perf_counter()
         try:
-            if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-                await self.handler(message)  # no tracing SDK installed: spare the no-op span
-            else:
-                with _tracer.start_as_current_span(
-                    f"{message.topic} process",
-                    context=propagate.extract(dict(message.headers)),
-                    kind=trace.SpanKind.CONSUMER,
-                ):
-                    await self.handler(message)
-        except Exception as exc:
-            self.metrics.handled(message.topic, self.group, time.perf_counter() - started, ok=False)
-            await self._failed(message, delivery, exc)
-            return
+            failure = await run_handler(self.handler, message, self.group, self.metrics)
         except BaseException:
             await self._quietly("release", self.settlement.release(delivery, message))
             raise
-        self.metrics.handled(message.topic, self.group, time.perf_counter() - started, ok=True)
-        await self._quietly("ack", self.settlement.ack(delivery, message))
+        if failure is not None:
+            await self._failed(message, delivery, failure)
+            return
+        try:  # what _quietly does, without a coroutine more for every message
+            await self.settlement.ack(delivery, message)
+        except Exception as exc:
+            self._could_not("ack", exc)
 
     async def _failed(self, message: Message, delivery: D, exc: Exception) -> None:
         error = describe_error(exc)
@@ -258,13 +262,16 @@ class HandlerPool(Generic[D]):
         try:
             await operation
         except Exception as exc:
-            _log.warning(
-                f"could not {action} a message; the server delivers it again later",
-                group=self.group,
-                error=error_text(exc),
-            )
+            self._could_not(action, exc)
             return False
         return True
+
+    def _could_not(self, action: str, exc: Exception) -> None:
+        _log.warning(
+            f"could not {action} a message; the server delivers it again later",
+            group=self.group,
+            error=error_text(exc),
+        )
 
     async def _touch_loop(self, every: float) -> None:
         while not self._closed:

@@ -25,7 +25,12 @@ from nats.aio.subscription import Subscription as NatsSub
 from nats.errors import Error as NatsError
 
 from medianest.errors import BackendError, ValidationError
-from medianest.messaging.backends.delivery import HandlerPool, error_text, undecodable
+from medianest.messaging.backends.delivery import (
+    HandlerPool,
+    error_text,
+    pause_rounds,
+    undecodable,
+)
 from medianest.messaging.backends.upkeep import Backoff
 from medianest.messaging.base import Handler, Message, RetryPolicy, Subscription
 from medianest.messaging.wire import decode
@@ -39,7 +44,22 @@ REPLAY_HEADER = "Medianest-Group"
 
 _log = get_logger("medianest.messaging.nats")
 _EXPIRES = 30.0
+ACK_PAUSE_ROUNDS = 4
+"""Event loop rounds an ack waits for others to go with it (:func:`pause_rounds`)."""
 _QUIET = (NatsError, BackendError, OSError)
+
+
+def delivery_count(msg: Msg) -> int:
+    """How many times JetStream has delivered ``msg``: the token of its ack subject that
+    nats-py's ``msg.metadata`` reads (``$JS.ACK.<stream>.<consumer>.<delivered>...``, or
+    with the domain and account first), without the rest of that parse -- a timestamp and
+    two dataclasses for every message. Anything else goes to nats-py."""
+    tokens = msg.reply.split(".") if msg.reply else []
+    if (len(tokens) == 9 or len(tokens) >= 11) and tokens[:2] == ["$JS", "ACK"]:
+        delivered = tokens[4] if len(tokens) == 9 else tokens[6]
+        if delivered.isdigit():
+            return int(delivered) or 1
+    return msg.metadata.num_delivered or 1
 
 
 class NatsSubscription(Subscription):
@@ -73,6 +93,7 @@ class NatsSubscription(Subscription):
         self._heard = time.monotonic()
         self._wake = asyncio.Event()
         self._puller: asyncio.Task[None] | None = None
+        self._acks: list[Msg] = []
         self._closed = False
 
     async def start(self) -> None:
@@ -136,7 +157,7 @@ class NatsSubscription(Subscription):
     def _deliver(self, msg: Msg) -> None:
         topic = self.broker.topic_of(msg.subject)
         try:
-            message = decode(msg.data, msg.metadata.num_delivered or 1)
+            message = decode(msg.data, delivery_count(msg))
         except ValidationError as exc:
             error = f"undecodable envelope: {error_text(exc)}"
             self.pool.background(self.pool.reject(undecodable(topic, msg.data), msg, error))
@@ -150,7 +171,24 @@ class NatsSubscription(Subscription):
     # -- settlement (see HandlerPool) -----------------------------------------------------
 
     async def ack(self, msg: Msg, message: Message) -> None:
-        await msg.ack()
+        """Queue the ack; :meth:`_send_acks` sends the queue a few loop rounds later, in
+        one socket write (a JetStream ack is a message of its own, unanswered)."""
+        self._acks.append(msg)
+        if len(self._acks) == 1:
+            self.pool.background(self._send_acks())
+
+    async def _send_acks(self) -> None:
+        await pause_rounds(ACK_PAUSE_ROUNDS)
+        acks, self._acks = self._acks, []
+        for msg in acks:
+            try:
+                await msg.ack()
+            except _QUIET as exc:  # not acked: the server delivers it again after ack_wait
+                _log.warning(
+                    "could not ack a message; the server delivers it again later",
+                    group=self.group,
+                    error=error_text(exc),
+                )
 
     async def retry(self, msg: Msg, message: Message, delay: float) -> None:
         await msg.nak(delay=delay)

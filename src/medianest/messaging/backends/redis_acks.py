@@ -57,6 +57,10 @@ class Acks:
         for stream, ids in pending.items():
             pipe.xack(stream, self.group, *ids)
 
+    def commands(self, pending: dict[str, list[str]]) -> list[tuple[str, ...]]:
+        """The XACK commands of ``pending`` (one per stream), to send with a read."""
+        return [("XACK", stream, self.group, *ids) for stream, ids in pending.items()]
+
     def _send_alone(self) -> None:
         self._timer = None
         task = asyncio.create_task(self.send(self.take()))

@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
+from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError, ResponseError
 
 from medianest.errors import ValidationError
@@ -28,6 +29,7 @@ from medianest.messaging.backends.delivery import (
     consumer_name,
     envelope,
     error_text,
+    pause_rounds,
     undecodable,
 )
 from medianest.messaging.backends.redis_acks import Acks, Entry
@@ -41,6 +43,9 @@ if TYPE_CHECKING:
     from medianest.messaging.backends.redis import RedisStreamsBroker
 
 _log = get_logger("medianest.messaging.redis")
+READ_PAUSE_ROUNDS = 12
+"""Event loop rounds a reader lets pass after a read that returned entries, before reading
+again (see :meth:`RedisSubscription._read_loop`)."""
 
 
 class RedisSubscription(Subscription):
@@ -76,6 +81,7 @@ class RedisSubscription(Subscription):
         self._reader: asyncio.Task[None] | None = None
         self._retry_script = broker.client.register_script(SCHEDULE_RETRY)
         self._acks = Acks(broker, group)
+        self._conn: Connection | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -103,6 +109,13 @@ class RedisSubscription(Subscription):
         if self.retry_stream not in self.streams:
             await self._create_group(self.retry_stream, "0")
             self.streams[self.retry_stream] = ">"
+        if "*" not in self.pattern and "#" not in self.pattern:
+            # One topic only: its stream needs no finding, so no wait for the next rescan
+            # when its first message comes after the subscribe.
+            stream = self.broker.key("t", self.pattern)
+            if stream not in self.streams:
+                await self._create_group(stream, self._since)
+                self.streams[stream] = ">"
         if await client.scard(self.broker.key("topics")) == self._known_topics:
             return
         topics: Any = await client.smembers(self.broker.key("topics"))
@@ -114,6 +127,9 @@ class RedisSubscription(Subscription):
         self._known_topics = len(topics)
 
     async def _read_loop(self) -> None:
+        """Read, hand the entries to the pool, and after a read that returned entries let
+        :data:`READ_PAUSE_ROUNDS` event loop rounds pass (:func:`pause_rounds`) before the
+        next read, which carries the acks of the handlers that returned meanwhile."""
         loop = asyncio.get_running_loop()
         claim_every = self.broker.visibility_timeout / 4
         timeout = self.broker.timeout
@@ -139,6 +155,8 @@ class RedisSubscription(Subscription):
                     for entry_id, fields in entries:
                         self._deliver(Entry(stream, entry_id), fields, 1)
                 backoff.reset()
+                if reply:
+                    await pause_rounds(READ_PAUSE_ROUNDS)
             except (RedisError, OSError) as exc:
                 if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
                     self.streams.clear()  # Redis came back empty: make the groups again,
@@ -155,23 +173,43 @@ class RedisSubscription(Subscription):
                 await asyncio.sleep(pause)
 
     async def _read(self, seconds: float) -> Any:
-        """XREADGROUP ... BLOCK, in one pipeline with the acks waiting to be sent."""
+        """XREADGROUP ... BLOCK, sent with the acks waiting to be sent in one write on the
+        subscription's own connection (:meth:`_round_trip`)."""
         acks = self._acks.take()
-        block, streams = int(self.broker.block * 1000), cast(Any, self.streams)
+        block = int(self.broker.block * 1000)
+        read = (
+            "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self.pool.free,
+            "BLOCK", block, "STREAMS", *self.streams, *self.streams.values(),
+        )  # fmt: skip
         try:
             async with asyncio.timeout(seconds):
-                if not acks:
-                    return await self.broker.client.xreadgroup(
-                        self.group, self.consumer, streams, self.pool.free, block
-                    )
-                async with self.broker.client.pipeline(transaction=False) as pipe:
-                    self._acks.queue(pipe, acks)
-                    pipe.xreadgroup(self.group, self.consumer, streams, self.pool.free, block)
-                    *_, reply = await pipe.execute()
-                    return reply
+                *_, raw = await self._round_trip([*self._acks.commands(acks), read])
         except BaseException:
             self._acks.restore(acks)  # an XACK again is harmless
             raise
+        return self.broker.client.response_callbacks["XREADGROUP"](raw) if raw else None
+
+    async def _round_trip(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one write and read their replies, on a connection this
+        subscription keeps for its blocking reads: redis-py's pipeline costs about as much
+        Python as a round trip, for every read. Every reply is read before an error reply
+        is raised, so the connection stays in step; a connection error or a cancellation
+        closes it (redis-py), and the next call connects again."""
+        conn = self._conn
+        if conn is None:
+            pool = self.broker.client.connection_pool
+            conn = self._conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+        replies, error = [], None
+        for _ in commands:
+            try:
+                replies.append(await conn.read_response())
+            except ResponseError as exc:
+                replies.append(None)
+                error = error or exc
+        if error is not None:
+            raise error
+        return replies
 
     async def _claim(self) -> None:
         """Take over entries idle longer than the visibility timeout, counting the attempt."""
@@ -272,6 +310,9 @@ class RedisSubscription(Subscription):
             await asyncio.gather(reader, return_exceptions=True)
         await self.pool.drain()
         await self._acks.flush()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self.broker.client.connection_pool.release(conn)
         self.broker.forget(self)
         with contextlib.suppress(RedisError, OSError):
             async with asyncio.timeout(self.broker.timeout):

@@ -69,8 +69,14 @@ class SqliteConsumer(Consumer):
         return self._broker.poll_interval
 
     async def _ack(self, delivery: Delivery) -> None:
-        await self._store.run(sql.ACK, (delivery.handle, self._owner))
-        if delivery.message.key is not None:  # the next message of its key may go now
+        await self._ack_many([delivery])
+
+    async def _ack_many(self, deliveries: list[Delivery]) -> None:
+        """One DELETE for all of them (while this consumer still holds their leases)."""
+        ids = json.dumps([delivery.handle for delivery in deliveries])
+        await self._store.run(sql.ACK, (self._owner, ids))
+        if any(delivery.message.key is not None for delivery in deliveries):
+            # the next message of those keys may go now
             self._broker._wake(self.group)
 
     async def _retry(self, delivery: Delivery, delay: float, error: str) -> None:

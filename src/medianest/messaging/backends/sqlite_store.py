@@ -136,7 +136,7 @@ WHERE id IN (
 RETURNING id, seq, topic, attempt, last_error,
     (SELECT envelope FROM messages WHERE messages.seq = deliveries.seq)
 """
-ACK = "DELETE FROM deliveries WHERE id = ? AND lease_owner = ?"
+ACK = "DELETE FROM deliveries WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))"
 RETRY = (
     "UPDATE deliveries SET visible_at = ?, lease_owner = NULL, last_error = ? "
     "WHERE id = ? AND lease_owner = ?"
@@ -280,9 +280,15 @@ class SqliteStore:
             raise self._error(exc) from exc
 
     async def run(self, sql: str, params: Iterable[Any] | dict[str, Any] = ()) -> list[Row]:
-        """One statement in its own (autocommit) transaction; its rows."""
-        async with self.lock:
-            return await self._run(sql, params)
+        """One statement in its own (autocommit) transaction; its rows.
+
+        It waits only while a :meth:`transaction` holds the lock: otherwise it goes straight
+        into the connection's queue (in order), so a publish, a claim and an ack of this
+        process are queued back to back instead of each waiting for the previous one."""
+        if self.lock.locked():
+            async with self.lock:
+                return await self._run(sql, params)
+        return await self._run(sql, params)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteStore]:

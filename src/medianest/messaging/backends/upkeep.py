@@ -81,9 +81,11 @@ class LagCache:
         self._read, self.interval = read, interval
         self.value: dict[str, int] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._loop(), name="broker lag")
 
     async def refresh(self) -> dict[str, int]:
@@ -91,7 +93,7 @@ class LagCache:
         return self.value
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.refresh()
             except Exception as exc:
@@ -99,7 +101,14 @@ class LagCache:
             await asyncio.sleep(self.interval)
 
     async def stop(self) -> None:
+        """Stop the loop. A driver call may swallow a cancellation (aio-pika closing a
+        channel does, now and then), so the loop also stops at its flag, and the task is
+        cancelled again until it has ended."""
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        self._stopping = True
+        while not task.done():
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.wait({task}, timeout=0.1)
+        await asyncio.gather(task, return_exceptions=True)
