@@ -6,7 +6,10 @@ interleaved over several rounds, medians reported:
 1. ``nginx``: nginx serving a static 1 KB file (the upstream of every proxy below);
 2. ``nginx proxy``: a second nginx reverse-proxying to (1) over keep-alive connections;
 3. ``aiohttp proxy``: a ~30-line aiohttp.web proxy on uvloop with a pooled ClientSession,
-   the floor of a Python proxy;
+   the floor of a Python proxy (the goal's baseline);
+   ``(3b) ASGI proxy``: the same proxy as a bare ASGI app on uvicorn with uvloop and
+   httptools, the hub's own server stack without the hub (information: it separates the
+   server's cost from the gateway's);
 4. ``medianest``: ``medianest serve --roles gateway,api`` (uvicorn, uvloop, httptools) with
    one route to (1), API-key auth (the key created with ``medianest keys create``), a
    1,000,000/minute per-key rate limit (checked, never refusing) and its Prometheus metrics.
@@ -82,6 +85,44 @@ asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 web.run_app(app, host="127.0.0.1", port=PORT, access_log=None, print=None)
 '''
 
+ASGI_PROXY = '''\
+"""The same proxy as an ASGI app on uvicorn (uvloop, httptools): the hub's server, bare."""
+
+import sys
+
+import aiohttp
+import uvicorn
+
+PORT, UPSTREAM = int(sys.argv[1]), sys.argv[2]
+state = {}
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=30)
+                state["session"] = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await state["session"].close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    query = scope["query_string"].decode()
+    url = UPSTREAM + scope["path"] + (f"?{query}" if query else "")
+    async with state["session"].request(scope["method"], url) as upstream:
+        body = await upstream.read()
+        kind = upstream.headers.get("Content-Type", "application/octet-stream").encode()
+        start = {"type": "http.response.start", "status": upstream.status}
+        await send({**start, "headers": [(b"content-type", kind)]})
+        await send({"type": "http.response.body", "body": body})
+
+
+uvicorn.run(app, host="127.0.0.1", port=PORT, loop="uvloop", http="httptools",
+            log_level="warning", access_log=False)
+'''
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -147,9 +188,9 @@ def nginx(directory: Path, server: str, url: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def aiohttp_proxy(directory: Path, port: int, upstream: str) -> Iterator[None]:
-    script = directory / "aiohttp_proxy.py"
-    script.write_text(AIOHTTP_PROXY)
+def python_proxy(directory: Path, port: int, upstream: str, source: str) -> Iterator[None]:
+    script = directory / f"proxy_{port}.py"
+    script.write_text(source)
     process = subprocess.Popen([sys.executable, str(script), str(port), upstream])
     try:
         wait_for(f"http://127.0.0.1:{port}/1k", {}, process)
@@ -330,7 +371,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mn-bench-") as tmp, contextlib.ExitStack() as stack:
         directory = Path(tmp)
         (directory / "1k.bin").write_bytes(BODY)
-        origin_port, proxy_port, aio_port, hub_port = (free_port() for _ in range(4))
+        origin_port, proxy_port, aio_port, asgi_port, hub_port = (free_port() for _ in range(5))
         origin = f"http://127.0.0.1:{origin_port}"
         stack.enter_context(
             nginx(
@@ -351,7 +392,8 @@ def main() -> None:
                 f"http://127.0.0.1:{proxy_port}/1k",
             )
         )
-        stack.enter_context(aiohttp_proxy(directory, aio_port, origin))
+        stack.enter_context(python_proxy(directory, aio_port, origin, AIOHTTP_PROXY))
+        stack.enter_context(python_proxy(directory, asgi_port, origin, ASGI_PROXY))
         key, hub_process = stack.enter_context(
             hub(directory / "hub", hub_port, origin, args.log_level)
         )
@@ -359,6 +401,7 @@ def main() -> None:
             "(1) nginx": f"{origin}/1k",
             "(2) nginx proxy": f"http://127.0.0.1:{proxy_port}/1k",
             "(3) aiohttp proxy": f"http://127.0.0.1:{aio_port}/1k",
+            "(3b) ASGI proxy": f"http://127.0.0.1:{asgi_port}/1k",
             "(4) medianest": f"http://127.0.0.1:{hub_port}/up/1k",
         }
         for url in targets.values():  # warm-up: pools, caches, the key's verification
@@ -400,7 +443,13 @@ def report(m: dict[tuple[str, int], Run], args: argparse.Namespace) -> None:
         "| socket errors | non-2xx |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name in ("(1) nginx", "(2) nginx proxy", "(3) aiohttp proxy", "(4) medianest"):
+    for name in (
+        "(1) nginx",
+        "(2) nginx proxy",
+        "(3) aiohttp proxy",
+        "(3b) ASGI proxy",
+        "(4) medianest",
+    ):
         many, one = m[name, 50], m[name, 1]
         print(
             f"| {name} | {many.rps:,.0f} | {many.p50_ms:.2f} | {many.p99_ms:.2f} "
@@ -420,6 +469,10 @@ def report(m: dict[tuple[str, int], Run], args: argparse.Namespace) -> None:
     print()
     for text, ok in checks:
         print(f"{'met   ' if ok else 'MISSED'} {text}")
+    asgi = m["(3b) ASGI proxy", 50]
+    print(
+        f"(information) (4)/(3b), the hub against its server stack bare: {gw.rps / asgi.rps:.2f}"
+    )
     print(f"\nverdict: goal {'met' if all(ok for _, ok in checks) else 'missed'}")
 
 
