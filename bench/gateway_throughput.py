@@ -470,9 +470,7 @@ def report(m: dict[tuple[str, int], Run], args: argparse.Namespace) -> None:
     for text, ok in checks:
         print(f"{'met   ' if ok else 'MISSED'} {text}")
     asgi = m["(3b) ASGI proxy", 50]
-    print(
-        f"(information) (4)/(3b), the hub against its server stack bare: {gw.rps / asgi.rps:.2f}"
-    )
+    print(f"(information) (4)/(3b), the hub against its server stack bare: {gw.rps / asgi.rps:.2f}")
     print(f"\nverdict: goal {'met' if all(ok for _, ok in checks) else 'missed'}")
 
 
