@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable
@@ -60,14 +61,21 @@ class Delivery:
 
 
 _tracing = False
+_MISSING = object()
+_PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 
 
 def tracing() -> bool:
     """Whether an OpenTelemetry SDK (a real tracer provider) is installed: without one a
     span records nothing, so no span is made. Once one is installed it stays (OpenTelemetry
-    sets the provider once), so only the answer "yes" is kept."""
+    sets the provider once), so only the answer "yes" is kept. While none is set (its
+    global still ``None``, no provider named in the environment) the answer is "no" at
+    once: ``get_tracer_provider()`` looks the environment up on every call, which cost
+    as much as the rest of the handler's bookkeeping."""
     global _tracing
     if not _tracing:
+        if getattr(trace, "_TRACER_PROVIDER", _MISSING) is None and not _PROVIDER_FROM_ENV:
+            return False
         _tracing = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
     return _tracing
 

@@ -81,6 +81,12 @@ def decode(text: str | bytes, attempt: int | None = None) -> Message:
     """The message of an envelope, with ``attempt`` set when given; ValidationError when
     the text is not an envelope this hub can read."""
     try:
+        if type(text) is bytes:
+            # a str skips json's guess of the encoding (Python code, for every message)
+            try:  # noqa: SIM105 (contextlib.suppress costs more than the guess)
+                text = text.decode()
+            except UnicodeDecodeError:
+                pass  # UTF-16/32 JSON: json.loads finds out
         data: Any = json.loads(text)
     except ValueError as exc:
         raise ValidationError(f"malformed message envelope: {exc}") from exc

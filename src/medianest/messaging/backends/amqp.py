@@ -57,7 +57,7 @@ from aio_pika.exceptions import AMQPConnectionError, AMQPError, ChannelInvalidSt
 
 from medianest.backends import mask_url
 from medianest.errors import BackendError, BackendUnavailable
-from medianest.messaging.backends.amqp_consumer import AmqpSubscription, amqp_message
+from medianest.messaging.backends.amqp_consumer import AmqpSubscription, amqp_properties
 from medianest.messaging.backends.amqp_dead_letters import AmqpDeadLetters
 from medianest.messaging.backends.delivery import error_text
 from medianest.messaging.backends.upkeep import LagCache, broker_options
@@ -195,13 +195,26 @@ class AmqpBroker(Broker):
             pass
 
     async def publish(self, message: Message) -> None:
-        """Publish to the topic exchange and wait for RabbitMQ's confirm."""
+        """Publish to the topic exchange and wait for RabbitMQ's confirm.
+
+        What aio-pika's ``Exchange.publish`` does, straight on the aiormq channel with the
+        properties made at once: an aio-pika ``Message`` costs about as much Python as the
+        rest of the publish (see :func:`~.amqp_consumer.amqp_properties`)."""
         message, text = encode(message)
-        if self._exchange is None:
+        channel = self._channel
+        if channel is None:
             raise BackendUnavailable("amqp broker is not started", backend=mask_url(self.url))
         with self.errors("publishing"):
-            await self._exchange.publish(
-                amqp_message(message, text), message.topic, mandatory=False, timeout=self.timeout
+            if channel.is_closed:
+                raise ChannelInvalidStateError(f"{channel!r} closed")
+            underlay = await channel.get_underlay_channel()
+            await underlay.basic_publish(
+                text.encode(),
+                exchange=self.prefix,
+                routing_key=message.topic,
+                properties=amqp_properties(message.id),
+                mandatory=False,
+                timeout=self.timeout,
             )
         self.metrics.published(message.topic)
 

@@ -1,7 +1,13 @@
 """The consumer side of :mod:`medianest.messaging.backends.amqp`: one subscription.
 
 A subscription owns a robust channel with publisher confirms and prefetch = concurrency,
-consumes its group's queue, and runs each handler in the task aio-pika gives the delivery.
+consumes its group's queue, and runs each handler in the task aiormq gives the delivery:
+the consumer is registered through aio-pika (which restores it after a reconnection), then
+its aiormq callback is replaced by :meth:`AmqpSubscription._on_delivery`, which reads the
+frame itself -- no aio-pika ``IncomingMessage`` and no second task per message -- and acks
+on the aiormq channel without waiting for the socket write (RabbitMQ does not answer an
+ack; a lost one means a redelivery). Until the callback is replaced again after a
+reconnection, aio-pika's own path (:meth:`AmqpSubscription._on_message`) does the same.
 Every outcome is published (confirmed) before the delivery is acknowledged — a retry to
 the group's delay queue, a dead letter to the dead-letter exchange — so a crash in between
 duplicates a message but never loses one. When settling fails on a live channel the
@@ -15,9 +21,10 @@ import contextlib
 from collections.abc import Awaitable
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractQueue,
@@ -25,6 +32,9 @@ from aio_pika.abc import (
     AbstractRobustExchange,
 )
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
+from aiormq import spec
+from aiormq.abc import AbstractChannel as AmqpChannel
+from aiormq.abc import DeliveredMessage
 
 from medianest.errors import ValidationError
 from medianest.messaging.backends.delivery import (
@@ -69,6 +79,32 @@ def amqp_message(
     )
 
 
+def amqp_properties(message_id: str) -> spec.Basic.Properties:
+    """The properties :func:`amqp_message` gives a message, without an aio-pika
+    ``Message`` (whose every attribute goes through a Python ``__setattr__``) in between:
+    what :meth:`~medianest.messaging.backends.amqp.AmqpBroker.publish` hands to aiormq."""
+    return spec.Basic.Properties(
+        content_type="application/json", delivery_mode=2, message_id=message_id
+    )
+
+
+class AmqpDelivery:
+    """One delivery of a subscription: the aiormq channel it came on and its tag."""
+
+    __slots__ = ("channel", "tag")
+
+    def __init__(self, channel: AmqpChannel, tag: int) -> None:
+        self.channel, self.tag = channel, tag
+
+    async def ack(self) -> None:
+        """Ack; returns once the frame is queued for the socket (RabbitMQ does not answer
+        an ack, and one lost with the connection means a redelivery)."""
+        await self.channel.basic_ack(self.tag, wait=False)
+
+    async def nack(self, requeue: bool = True) -> None:
+        await self.channel.basic_nack(self.tag, requeue=requeue)
+
+
 class AmqpSubscription(Subscription):
     """One consumer of ``group``'s queue (see the module docstring); the pool's settlement."""
 
@@ -83,7 +119,7 @@ class AmqpSubscription(Subscription):
     ) -> None:
         self.broker, self.pattern, self.group, self.policy = broker, pattern, group, retry
         self.queue_name = broker.group_queue(group)
-        self.pool: HandlerPool[Incoming] = HandlerPool(
+        self.pool: HandlerPool[AmqpDelivery] = HandlerPool(
             handler,
             self,
             group=group,
@@ -122,16 +158,42 @@ class AmqpSubscription(Subscription):
         )
         await self._queue.bind(exchange, routing_key=self.pattern)
         self._tag = await self._queue.consume(self._on_message)
+        channel.reopen_callbacks.add(self._on_reopen)
+        await self._go_direct()
+
+    async def _go_direct(self) -> None:
+        """Have aiormq call :meth:`_on_delivery` for this consumer instead of aio-pika's
+        wrapper (which makes an ``IncomingMessage`` and a second task per delivery)."""
+        underlay = await self.channel.get_underlay_channel()
+        if isinstance(underlay, aiormq.Channel) and self._tag in underlay.consumers:
+            underlay.consumers[self._tag] = self._on_delivery
+
+    async def _on_reopen(self, channel: object) -> None:
+        """aio-pika consumed again after a reconnection, with its wrapper: replace it."""
+        if not self._closed:
+            await self._go_direct()
+
+    async def _on_delivery(self, delivered: DeliveredMessage) -> None:
+        frame = cast(spec.Basic.Deliver, delivered.delivery)
+        delivery = AmqpDelivery(delivered.channel, cast(int, frame.delivery_tag))
+        await self._received(delivered.body, frame.routing_key, frame.redelivered, delivery)
 
     async def _on_message(self, incoming: Incoming) -> None:
+        assert incoming.delivery_tag is not None
+        delivery = AmqpDelivery(incoming.channel, incoming.delivery_tag)
+        await self._received(incoming.body, incoming.routing_key, incoming.redelivered, delivery)
+
+    async def _received(
+        self, body: bytes, routing_key: str | None, redelivered: bool | None, incoming: AmqpDelivery
+    ) -> None:
         try:
-            message = decode(incoming.body)
+            message = decode(body)
         except ValidationError as exc:
-            stand_in = undecodable(incoming.routing_key or "unknown", incoming.body)
+            stand_in = undecodable(routing_key or "unknown", body)
             error = f"undecodable envelope: {error_text(exc)}"
             await self.pool.reject(stand_in, incoming, error)
             return
-        if incoming.redelivered and not self._closed:
+        if redelivered and not self._closed:
             # A consumer died (or let go) holding this message: that delivery counts.
             message = replace(message, attempt=message.attempt + 1)
             if message.attempt <= self.policy.max_attempts:
@@ -151,7 +213,7 @@ class AmqpSubscription(Subscription):
                 error=error_text(exc),
             )
 
-    async def _settle_by(self, incoming: Incoming, publishing: Awaitable[object]) -> None:
+    async def _settle_by(self, incoming: AmqpDelivery, publishing: Awaitable[object]) -> None:
         """Publish (confirmed), then ack; on failure give the delivery back (requeue), so
         that it cannot sit unacknowledged in a prefetch slot of a live channel."""
         try:
@@ -187,19 +249,19 @@ class AmqpSubscription(Subscription):
 
     # -- settlement (see HandlerPool) -----------------------------------------------------
 
-    async def ack(self, incoming: Incoming, message: Message) -> None:
+    async def ack(self, incoming: AmqpDelivery, message: Message) -> None:
         await incoming.ack()
 
-    async def retry(self, incoming: Incoming, message: Message, delay: float) -> None:
+    async def retry(self, incoming: AmqpDelivery, message: Message, delay: float) -> None:
         queue = await self._retry_queue(delay)
         again = replace(message, attempt=message.attempt + 1)
         await self._settle_by(incoming, self._publish_to(queue, again))
 
-    async def release(self, incoming: Incoming, message: Message) -> None:
+    async def release(self, incoming: AmqpDelivery, message: Message) -> None:
         await incoming.nack(requeue=True)
 
     async def dead_letter(
-        self, incoming: Incoming, message: Message, error: str, attempts: int
+        self, incoming: AmqpDelivery, message: Message, error: str, attempts: int
     ) -> None:
         assert self._dlx is not None
         headers = {
@@ -211,7 +273,7 @@ class AmqpSubscription(Subscription):
         letter = amqp_message(message, message_id=uuid7(), headers=headers)
         await self._settle_by(incoming, self._dlx.publish(letter, "", timeout=self.broker.timeout))
 
-    async def touch(self, incoming: Incoming) -> None:
+    async def touch(self, incoming: AmqpDelivery) -> None:
         return None  # RabbitMQ only redelivers when the channel dies (or consumer_timeout)
 
     async def close(self) -> None:

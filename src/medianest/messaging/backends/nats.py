@@ -46,6 +46,7 @@ order is not guaranteed (``ordered_keys = False``). **Lag**: the consumer's ``nu
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -63,7 +64,7 @@ from nats.errors import (
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
-from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
+from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
 from nats.js.errors import NotFoundError as JsNotFound
 
 from medianest.backends import mask_url
@@ -262,10 +263,29 @@ class NatsBroker(Broker):
             await self.nc.flush(timeout=max(1, round(self.timeout)))
 
     async def publish(self, message: Message) -> None:
-        """Publish on the topic's subject and wait for JetStream's acknowledgement."""
+        """Publish on the topic's subject and wait for JetStream's acknowledgement.
+
+        What :meth:`publish_raw` (nats-py's ``js.publish``) does, reading the reply
+        without making a ``PubAck`` of it (a dataclass built field by field)."""
         message, text = encode(message)
-        subject = self.subject(message.topic)
-        await self.publish_raw(subject, text.encode(), {"Nats-Msg-Id": message.id})
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            raise BackendUnavailable(
+                "nats connection is down (reconnecting); not published", backend=mask_url(self.url)
+            )
+        with self.errors("publishing"):
+            try:
+                reply = await nc.request(
+                    f"{self.prefix}.{message.topic}._",
+                    text.encode(),
+                    timeout=self.timeout,
+                    headers={"Nats-Msg-Id": message.id},
+                )
+            except NoRespondersError:
+                raise NoStreamResponseError from None
+            answer = json.loads(reply.data)
+            if "error" in answer:
+                raise APIError.from_error(answer["error"])
         self.metrics.published(message.topic)
 
     async def publish_raw(self, subject: str, body: bytes, headers: dict[str, str]) -> None:

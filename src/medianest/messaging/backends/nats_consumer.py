@@ -155,12 +155,12 @@ class NatsSubscription(Subscription):
         self._wake.set()
 
     def _deliver(self, msg: Msg) -> None:
-        topic = self.broker.topic_of(msg.subject)
         try:
             message = decode(msg.data, delivery_count(msg))
         except ValidationError as exc:
             error = f"undecodable envelope: {error_text(exc)}"
-            self.pool.background(self.pool.reject(undecodable(topic, msg.data), msg, error))
+            stand_in = undecodable(self.broker.topic_of(msg.subject), msg.data)
+            self.pool.background(self.pool.reject(stand_in, msg, error))
             return
         target = msg.headers.get(REPLAY_HEADER) if msg.headers else None
         if target is not None and target != self.group:
