@@ -48,14 +48,17 @@ else:
         asyncpg.InterfaceError,
         asyncpg.PostgresConnectionError,
         asyncpg.OperatorInterventionError,
+        # a protocol left mid-operation when the server ended the session between reads
+        # ("cannot switch to state ...; another operation is in progress")
+        asyncpg.exceptions.InternalClientError,
     )
     _PG_ERRORS = (asyncpg.PostgresError,)
 
 CONFLICT_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError, *_PG_CONFLICT)
 """Driver errors meaning a unique constraint refused a write."""
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (OSError, *_PG_UNAVAILABLE)
-"""Driver errors meaning the connection is gone or the server is going (a lost connection,
-an administrator's shutdown or ``pg_terminate_backend``)."""
+"""Driver errors meaning the connection is gone or unusable, or the server is going (a lost
+connection, an administrator's shutdown or ``pg_terminate_backend``)."""
 DRIVER_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, *_PG_ERRORS, *UNAVAILABLE_ERRORS)
 """Every error a driver statement may raise."""
 
