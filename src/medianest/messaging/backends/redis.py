@@ -81,6 +81,7 @@ from medianest.messaging.base import (
 from medianest.messaging.metrics import MessagingMetrics
 from medianest.messaging.wire import encode
 from medianest.observability import get_logger
+from medianest.resilience.timeout import Timeout
 
 _log = get_logger("medianest.messaging.redis")
 _REREGISTER = 10.0
@@ -111,6 +112,7 @@ class RedisStreamsBroker(Broker):
         self.visibility_timeout = float(merged["visibility_timeout"])
         self.drain_timeout = float(merged["drain_timeout"])
         self.timeout = float(merged["timeout"])
+        self.call_timeout = Timeout(self.timeout, name="redis broker")
         self.block = min(float(merged["block"]), self.timeout / 2)
         self.retry_poll = float(merged["retry_poll"])
         self.retry: RetryPolicy = merged["retry"] or RetryPolicy()
@@ -158,7 +160,10 @@ class RedisStreamsBroker(Broker):
 
         The client has no socket timeout of its own (redis-py's default is 5 s): with one,
         redis-py sends every command through :func:`asyncio.wait_for`, a task each, which
-        costs about as much as the command itself."""
+        costs about as much as the command itself. The calls made per message (publish,
+        acks, reads) run under :attr:`call_timeout` instead of ``asyncio.timeout``: one
+        shared watchdog timer rather than a timer armed and cancelled per call, which was a
+        seventh of a publish's CPU."""
         try:
             async with asyncio.timeout(seconds or self.timeout):
                 yield
@@ -204,7 +209,7 @@ class RedisStreamsBroker(Broker):
         stream, fields = self.key("t", message.topic), {"m": text}
         client = self.client
         try:
-            async with asyncio.timeout(self.timeout):
+            with self.call_timeout.scope():
                 registered = self._registered.get(message.topic)
                 if registered is not None and time.monotonic() - registered < _REREGISTER:
                     await client.xadd(stream, fields)  # type: ignore[arg-type]

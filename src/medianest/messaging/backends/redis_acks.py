@@ -71,7 +71,7 @@ class Acks:
         if not pending:
             return
         try:
-            async with asyncio.timeout(self.broker.timeout):
+            with self.broker.call_timeout.scope():
                 async with self.broker.client.pipeline(transaction=False) as pipe:
                     self.queue(pipe, pending)
                     await pipe.execute()

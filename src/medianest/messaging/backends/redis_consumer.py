@@ -38,6 +38,7 @@ from medianest.messaging.backends.upkeep import Backoff
 from medianest.messaging.base import Handler, Message, RetryPolicy, Subscription, topic_matches
 from medianest.messaging.wire import decode
 from medianest.observability import get_logger
+from medianest.resilience.timeout import Timeout
 
 if TYPE_CHECKING:
     from medianest.messaging.backends.redis import RedisStreamsBroker
@@ -82,6 +83,7 @@ class RedisSubscription(Subscription):
         self._retry_script = broker.client.register_script(SCHEDULE_RETRY)
         self._acks = Acks(broker, group)
         self._conn: Connection | None = None
+        self._read_timeout = Timeout(broker.timeout + broker.block, name="redis broker read")
         self._closed = False
 
     def __repr__(self) -> str:
@@ -150,7 +152,7 @@ class RedisSubscription(Subscription):
                     next_claim = loop.time() + claim_every
                 if self.pool.free <= 0:
                     continue
-                reply = await self._read(timeout + self.broker.block)
+                reply = await self._read()
                 for stream, entries in reply or ():
                     for entry_id, fields in entries:
                         self._deliver(Entry(stream, entry_id), fields, 1)
@@ -172,7 +174,7 @@ class RedisSubscription(Subscription):
                 )
                 await asyncio.sleep(pause)
 
-    async def _read(self, seconds: float) -> Any:
+    async def _read(self) -> Any:
         """XREADGROUP ... BLOCK, sent with the acks waiting to be sent in one write on the
         subscription's own connection (:meth:`_round_trip`)."""
         acks = self._acks.take()
@@ -182,7 +184,7 @@ class RedisSubscription(Subscription):
             "BLOCK", block, "STREAMS", *self.streams, *self.streams.values(),
         )  # fmt: skip
         try:
-            async with asyncio.timeout(seconds):
+            with self._read_timeout.scope():
                 *_, raw = await self._round_trip([*self._acks.commands(acks), read])
         except BaseException:
             self._acks.restore(acks)  # an XACK again is harmless
