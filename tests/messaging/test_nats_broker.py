@@ -5,7 +5,6 @@ common contract is ``tests/contracts/test_messaging.py``."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,7 +17,12 @@ from medianest.errors import BackendUnavailable, ConfigurationError, ValidationE
 from medianest.messaging import Message, RetryPolicy, create_broker
 from medianest.messaging.backends.nats import NatsBroker, pattern_subject
 from tests.support.broker_servers import private_nats
-from tests.support.brokers import Inbox, dead_letters_of, eventually
+from tests.support.brokers import (
+    Inbox,
+    dead_letters_of,
+    eventually,
+    unacked_messages_count_as_lag,
+)
 from tests.support.server_brokers import nats_broker, server_url
 
 
@@ -122,30 +126,7 @@ async def test_a_replay_goes_to_its_group_only(broker: NatsBroker, js: JetStream
 
 
 async def test_lag_counts_undelivered_and_unacked(broker: NatsBroker) -> None:
-    release = asyncio.Event()
-    done = Inbox()
-
-    async def handler(message: Message) -> None:
-        await release.wait()
-        await done(message)
-
-    subscription = await broker.subscribe("lag.*", "counted", handler, concurrency=2)
-    for n in range(5):
-        await broker.publish(Message("lag.item", {"n": n}))
-
-    async def five() -> bool:
-        return (await broker.refresh_lag()) == {"counted": 5}
-
-    await eventually(five)
-    release.set()
-    await done.wait_count(5)
-
-    async def none() -> bool:
-        return (await broker.refresh_lag()) == {"counted": 0}
-
-    await eventually(none)
-    assert broker.lag() == {"counted": 0}
-    await subscription.close()
+    await unacked_messages_count_as_lag(broker)
 
 
 async def test_a_publish_while_disconnected_is_refused_at_once(tmp_path: Path) -> None:

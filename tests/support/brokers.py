@@ -142,3 +142,36 @@ async def dead_letters_of(broker: Broker, count: int, **filters: Any) -> list[De
 
     await eventually(enough)
     return found
+
+
+async def unacked_messages_count_as_lag(
+    broker: Any, settled: Callable[[], Awaitable[bool]] | None = None
+) -> None:
+    """For brokers whose lag counts delivered but unacknowledged messages (Redis, NATS):
+    five messages held by handlers show as a lag of 5, then 0 once they are acked (and
+    ``settled`` holds: the server's own view, when a test checks it)."""
+    release = asyncio.Event()
+    done = Inbox()
+
+    async def handler(message: Message) -> None:
+        await release.wait()
+        await done(message)
+
+    subscription = await broker.subscribe("lag.*", "counted", handler, concurrency=2)
+    for n in range(5):
+        await broker.publish(Message("lag.item", {"n": n}))
+
+    async def five() -> bool:
+        return bool((await broker.refresh_lag()) == {"counted": 5})
+
+    await eventually(five)
+    release.set()
+    await done.wait_count(5)
+
+    async def none() -> bool:
+        zero = (await broker.refresh_lag()) == {"counted": 0}
+        return bool(zero and (settled is None or await settled()))
+
+    await eventually(none)
+    assert broker.lag() == {"counted": 0}
+    await subscription.close()
