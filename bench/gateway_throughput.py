@@ -1,6 +1,6 @@
 """API gateway throughput: nginx, an nginx proxy, a bare aiohttp proxy and the hub, side by side.
 
-Four HTTP servers answer the same 1 KB body, measured with wrk (Debian's) in one run,
+The HTTP servers answer the same 1 KB body, measured with wrk (Debian's) in one run,
 interleaved over several rounds, medians reported:
 
 1. ``nginx``: nginx serving a static 1 KB file (the upstream of every proxy below);
@@ -10,6 +10,12 @@ interleaved over several rounds, medians reported:
    ``(3b) ASGI proxy``: the same proxy as a bare ASGI app on uvicorn with uvloop and
    httptools, the hub's own server stack without the hub (information: it separates the
    server's cost from the gateway's);
+   ``(3c) ASGI proxy + issue's features``: (3b) plus only the per-request work the gateway
+   issue asks of every request of this route, with the libraries it names (API key, one
+   ``limits`` check with RateLimit-* headers, forwarded headers both ways, X-Forwarded-*,
+   Forwarded, X-Request-Id, traceparent, Prometheus counter and histogram) and nothing
+   else (information: an upper bound for any gateway on this stack that does what the
+   issue asks);
 4. ``medianest``: ``medianest serve --roles gateway,api`` (uvicorn, uvloop, httptools) with
    one route to (1), API-key auth (the key created with ``medianest keys create``), a
    1,000,000/minute per-key rate limit (checked, never refusing) and its Prometheus metrics.
@@ -124,6 +130,96 @@ uvicorn.run(app, host="127.0.0.1", port=PORT, loop="uvloop", http="httptools",
 '''
 
 
+FEATURE_PROXY = '''\
+"""(3c): the bare ASGI proxy plus only the per-request work the gateway issue asks for, with
+the libraries it names, written as tightly as possible: an API key looked up by fingerprint
+and compared in constant time, one `limits` check (sliding window counter, memory storage,
+hit + window stats for the RateLimit-* headers), request headers forwarded without hop-by-hop
+ones plus X-Forwarded-For/Proto/Host, Forwarded, X-Request-Id and traceparent, the answer's
+headers forwarded likewise, a Prometheus counter and histogram. No routing table, no
+failover, no breaker, no access line, no error handling."""
+
+import hashlib
+import hmac
+import random
+import sys
+import time
+
+import aiohttp
+import uvicorn
+from limits import parse
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from prometheus_client import Counter, Histogram
+
+PORT, UPSTREAM, KEY = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+HOP = {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+       b"transfer-encoding", b"upgrade", b"host", b"x-api-key", b"content-length"}
+KEYS = {hashlib.sha256(KEY.encode()).digest(): KEY.encode()}
+LIMIT = parse("1000000/minute")
+limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+REQUESTS = Counter("requests", "", ["route", "method", "status"])
+DURATION = Histogram("duration_seconds", "", ["route"])
+state = {}
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=30)
+                state["session"] = aiohttp.ClientSession(
+                    connector=connector, auto_decompress=False,
+                    skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"))
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await state["session"].close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    started = time.perf_counter()
+    headers, host, key = [], "", b""
+    for k, v in scope["headers"]:
+        if k == b"host":
+            host = v.decode()
+        elif k == b"x-api-key":
+            key = v
+        if k not in HOP:
+            headers.append((k.decode(), v.decode()))
+    stored = KEYS.get(hashlib.sha256(key).digest())
+    if stored is None or not hmac.compare_digest(stored, key):
+        await send({"type": "http.response.start", "status": 401, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    await limiter.hit(LIMIT, "route", "key", "bench")
+    stats = await limiter.get_window_stats(LIMIT, "route", "key", "bench")
+    ip = scope["client"][0]
+    request_id = f"{random.getrandbits(64):016x}"
+    trace = f"00-{random.getrandbits(128):032x}-{random.getrandbits(64):016x}-00"
+    headers += [("x-forwarded-for", ip), ("x-forwarded-proto", "http"),
+                ("x-forwarded-host", host), ("forwarded", f"for={ip};proto=http;host={host}"),
+                ("x-request-id", request_id),
+                ("traceparent", trace)]
+    query = scope["query_string"].decode()
+    url = UPSTREAM + scope["path"] + (f"?{query}" if query else "")
+    async with state["session"].request(scope["method"], url, headers=headers) as upstream:
+        body = await upstream.read()
+        out = [(k.lower(), v) for k, v in upstream.raw_headers if k.lower() not in HOP]
+        out += [(b"x-request-id", request_id.encode()),
+                (b"ratelimit-limit", str(LIMIT.amount).encode()),
+                (b"ratelimit-remaining", str(stats.remaining).encode()),
+                (b"ratelimit-reset", str(max(0, int(stats.reset_time - time.time()))).encode())]
+        await send({"type": "http.response.start", "status": upstream.status, "headers": out})
+        await send({"type": "http.response.body", "body": body})
+    REQUESTS.labels("bench", scope["method"], str(upstream.status)).inc()
+    DURATION.labels("bench").observe(time.perf_counter() - started)
+
+
+uvicorn.run(app, host="127.0.0.1", port=PORT, loop="uvloop", http="httptools",
+            log_level="warning", access_log=False)
+'''
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -188,12 +284,14 @@ def nginx(directory: Path, server: str, url: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def python_proxy(directory: Path, port: int, upstream: str, source: str) -> Iterator[None]:
+def python_proxy(
+    directory: Path, port: int, upstream: str, source: str, key: str = ""
+) -> Iterator[None]:
     script = directory / f"proxy_{port}.py"
     script.write_text(source)
-    process = subprocess.Popen([sys.executable, str(script), str(port), upstream])
+    process = subprocess.Popen([sys.executable, str(script), str(port), upstream, key])
     try:
-        wait_for(f"http://127.0.0.1:{port}/1k", {}, process)
+        wait_for(f"http://127.0.0.1:{port}/1k", {"X-Api-Key": key}, process)
         yield
     finally:
         stop(process)
@@ -371,7 +469,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mn-bench-") as tmp, contextlib.ExitStack() as stack:
         directory = Path(tmp)
         (directory / "1k.bin").write_bytes(BODY)
-        origin_port, proxy_port, aio_port, asgi_port, hub_port = (free_port() for _ in range(5))
+        origin_port, proxy_port, aio_port, asgi_port, feature_port, hub_port = (
+            free_port() for _ in range(6)
+        )
         origin = f"http://127.0.0.1:{origin_port}"
         stack.enter_context(
             nginx(
@@ -397,11 +497,13 @@ def main() -> None:
         key, hub_process = stack.enter_context(
             hub(directory / "hub", hub_port, origin, args.log_level)
         )
+        stack.enter_context(python_proxy(directory, feature_port, origin, FEATURE_PROXY, key))
         targets = {
             "(1) nginx": f"{origin}/1k",
             "(2) nginx proxy": f"http://127.0.0.1:{proxy_port}/1k",
             "(3) aiohttp proxy": f"http://127.0.0.1:{aio_port}/1k",
             "(3b) ASGI proxy": f"http://127.0.0.1:{asgi_port}/1k",
+            "(3c) ASGI proxy + issue's features": f"http://127.0.0.1:{feature_port}/1k",
             "(4) medianest": f"http://127.0.0.1:{hub_port}/up/1k",
         }
         for url in targets.values():  # warm-up: pools, caches, the key's verification
@@ -448,6 +550,7 @@ def report(m: dict[tuple[str, int], Run], args: argparse.Namespace) -> None:
         "(2) nginx proxy",
         "(3) aiohttp proxy",
         "(3b) ASGI proxy",
+        "(3c) ASGI proxy + issue's features",
         "(4) medianest",
     ):
         many, one = m[name, 50], m[name, 1]
@@ -471,6 +574,11 @@ def report(m: dict[tuple[str, int], Run], args: argparse.Namespace) -> None:
         print(f"{'met   ' if ok else 'MISSED'} {text}")
     asgi = m["(3b) ASGI proxy", 50]
     print(f"(information) (4)/(3b), the hub against its server stack bare: {gw.rps / asgi.rps:.2f}")
+    features = m["(3c) ASGI proxy + issue's features", 50]
+    print(
+        f"(information) (3c)/(3), the issue's per-request work alone against the floor:"
+        f" {features.rps / bare.rps:.2f}; (4)/(3c): {gw.rps / features.rps:.2f}"
+    )
     print(f"\nverdict: goal {'met' if all(ok for _, ok in checks) else 'missed'}")
 
 
