@@ -165,6 +165,29 @@ async def test_unreachable_is_502_and_slow_is_504_naming_route_not_address() -> 
         assert json.loads(body)["type"] == "/problems/upstream-timeout"
 
 
+@pytest.mark.parametrize(
+    ("limits", "attempts", "expected"),
+    [
+        ({"attempt": 0.3, "total": 0}, 1, 1),  # the attempt's own limit, no deadline
+        ({"attempt": 30.0, "total": 0.4}, 1, 1),  # the deadline ends the attempt first
+        ({"attempt": 0.3, "total": 30.0}, 3, 3),  # each of three attempts times out alone
+    ],
+    ids=["attempt-only", "deadline-first", "attempt-first-retried"],
+)
+async def test_a_slow_upstream_is_cut_off_by_whichever_limit_comes_first(
+    limits: dict[str, float], attempts: int, expected: int
+) -> None:
+    policy = {"timeout": limits, "retry": {"max_attempts": attempts, **FAST["retry"]}}
+    async with (
+        upstreams("a") as up,
+        gateway_for(route("slowpoke", [up["a"].url], policy=policy)) as (_, gw),
+    ):
+        status, _, body = await fetch("GET", f"{gw}/slowpoke/slow?delay=2")
+        assert status == 504
+        assert json.loads(body)["type"] == "/problems/upstream-timeout"
+        assert up["a"].server.config.app.state.hits["slow"] == expected
+
+
 async def test_round_robin_spreads_and_failover_hides_a_killed_instance() -> None:
     async with upstreams("a", "b", "c") as up:
         urls = [up[n].url for n in ("a", "b", "c")]

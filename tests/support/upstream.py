@@ -16,7 +16,7 @@ PATTERN = bytes(range(256)) * 256  # 64 KiB
 
 
 def upstream_app(name: str) -> Starlette:
-    hits = {"count": 0}
+    hits = {"count": 0, "slow": 0}
 
     async def echo(request: Request) -> Response:
         hits["count"] += 1
@@ -74,6 +74,7 @@ def upstream_app(name: str) -> Starlette:
         return JSONResponse({"instance": name}, status_code=int(request.path_params["code"]))
 
     async def slow(request: Request) -> Response:
+        hits["slow"] += 1
         await asyncio.sleep(float(request.query_params.get("delay", "5")))
         return JSONResponse({"instance": name})
 

@@ -32,6 +32,7 @@ from medianest.gateway.asgi_io import RequestBody
 from medianest.gateway.balancing import Endpoint, InstancePool, NoHealthyInstance
 from medianest.resilience import Policy
 from medianest.resilience.clock import SYSTEM_CLOCK, Clock
+from medianest.resilience.timeout import Timeout
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 RETRY_STATUSES = frozenset({502, 503, 504})
@@ -51,6 +52,14 @@ class RouteRuntime:
         """aiohttp's own bounds: connect, and read inactivity while the body streams."""
         attempt = self.route.policy.timeout.attempt or None
         return aiohttp.ClientTimeout(total=None, sock_connect=attempt, sock_read=attempt)
+
+    @functools.cached_property
+    def attempt_timeout(self) -> Timeout | None:
+        """The per-attempt limit as a shared-watchdog :class:`Timeout` (one loop timer for
+        every attempt of the route in flight, instead of one armed and cancelled per
+        request); ``None`` when the route sets none."""
+        attempt = self.route.policy.timeout.attempt
+        return Timeout(attempt, name=f"route {self.route.name}") if attempt else None
 
     @classmethod
     def build(
@@ -121,7 +130,10 @@ class Forwarder:
 
         The route's total timeout is a deadline on the loop's clock that every attempt and
         every backoff pause respects; each attempt runs under one timer, whichever of its
-        own timeout and that deadline comes first (one timer per attempt, not two).
+        own timeout and that deadline comes first (one timer per attempt, not two): the
+        route's shared :attr:`RouteRuntime.attempt_timeout` when the attempt's own limit
+        ends first, as it does for a first attempt, else an ``asyncio`` timer at the
+        deadline.
         """
         total = rt.route.policy.timeout.total or None
         deadline = asyncio.get_running_loop().time() + total if total else None
@@ -203,23 +215,27 @@ class Forwarder:
         breaker = rt.policy.breaker
         permit = breaker.acquire() if breaker is not None else 0
         started = time.perf_counter()
-        attempt = rt.route.policy.timeout.attempt or None
-        until = deadline
-        if attempt is not None:
-            own = asyncio.get_running_loop().time() + attempt
-            until = own if deadline is None else min(own, deadline)
+        attempt = rt.attempt_timeout
         data = body if body.expect_body else None
         try:
             with rt.pool.track(endpoint):
-                async with asyncio.timeout_at(until):
-                    response = await self.session.request(
-                        method,
-                        _url(endpoint, path_qs),
-                        headers=headers,
-                        data=data,
-                        allow_redirects=False,
-                        timeout=rt.client_timeout,
-                    )
+                pending = self.session.request(
+                    method,
+                    _url(endpoint, path_qs),
+                    headers=headers,
+                    data=data,
+                    allow_redirects=False,
+                    timeout=rt.client_timeout,
+                )
+                if attempt is not None and (
+                    deadline is None
+                    or asyncio.get_running_loop().time() + attempt.seconds <= deadline
+                ):
+                    with attempt.scope():
+                        response = await pending
+                else:  # the route's total deadline comes first, or is the only limit
+                    async with asyncio.timeout_at(deadline):
+                        response = await pending
         except TimeoutError as exc:
             rt.pool.record_failure(endpoint, "timeout")
             failure: errors.UpstreamError = _timed_out(rt, deadline)
