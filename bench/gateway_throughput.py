@@ -91,7 +91,34 @@ asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 web.run_app(app, host="127.0.0.1", port=PORT, access_log=None, print=None)
 '''
 
-ASGI_PROXY = '''\
+ASGI_COMMON = '''\
+state = {}
+
+
+async def lifespan(receive, send, **options):
+    """Open the pooled client session (``options`` added) at start-up, close it at the end."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=30)
+            state["session"] = aiohttp.ClientSession(
+                connector=connector, auto_decompress=False, **options)
+            await send({"type": "lifespan.startup.complete"})
+        else:
+            await state["session"].close()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def serve(app):
+    uvicorn.run(app, host="127.0.0.1", port=PORT, loop="uvloop", http="httptools",
+                log_level="warning", access_log=False)
+'''
+"""The parts the two ASGI proxies share (their session's lifespan, uvicorn), spliced in."""
+
+
+ASGI_PROXY = (
+    '''\
 """The same proxy as an ASGI app on uvicorn (uvloop, httptools): the hub's server, bare."""
 
 import sys
@@ -100,21 +127,13 @@ import aiohttp
 import uvicorn
 
 PORT, UPSTREAM = int(sys.argv[1]), sys.argv[2]
-state = {}
-
+'''
+    + ASGI_COMMON
+    + """
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=30)
-                state["session"] = aiohttp.ClientSession(connector=connector, auto_decompress=False)
-                await send({"type": "lifespan.startup.complete"})
-            else:
-                await state["session"].close()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        return await lifespan(receive, send)
     query = scope["query_string"].decode()
     url = UPSTREAM + scope["path"] + (f"?{query}" if query else "")
     async with state["session"].request(scope["method"], url) as upstream:
@@ -125,12 +144,13 @@ async def app(scope, receive, send):
         await send({"type": "http.response.body", "body": body})
 
 
-uvicorn.run(app, host="127.0.0.1", port=PORT, loop="uvloop", http="httptools",
-            log_level="warning", access_log=False)
-'''
+serve(app)
+"""
+)
 
 
-FEATURE_PROXY = '''\
+FEATURE_PROXY = (
+    '''\
 """(3c): the bare ASGI proxy plus only the per-request work the gateway issue asks for, with
 the libraries it names, written as tightly as possible: an API key looked up by fingerprint
 and compared in constant time, one `limits` check (sliding window counter, memory storage,
@@ -160,23 +180,14 @@ LIMIT = parse("1000000/minute")
 limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
 REQUESTS = Counter("requests", "", ["route", "method", "status"])
 DURATION = Histogram("duration_seconds", "", ["route"])
-state = {}
-
+'''
+    + ASGI_COMMON
+    + """
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=30)
-                state["session"] = aiohttp.ClientSession(
-                    connector=connector, auto_decompress=False,
-                    skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"))
-                await send({"type": "lifespan.startup.complete"})
-            else:
-                await state["session"].close()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        skip = ("User-Agent", "Accept-Encoding", "Accept")
+        return await lifespan(receive, send, skip_auto_headers=skip)
     started = time.perf_counter()
     headers, host, key = [], "", b""
     for k, v in scope["headers"]:
@@ -215,9 +226,9 @@ async def app(scope, receive, send):
     DURATION.labels("bench").observe(time.perf_counter() - started)
 
 
-uvicorn.run(app, host="127.0.0.1", port=PORT, loop="uvloop", http="httptools",
-            log_level="warning", access_log=False)
-'''
+serve(app)
+"""
+)
 
 
 def free_port() -> int:

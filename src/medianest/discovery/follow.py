@@ -10,7 +10,8 @@ knew meanwhile. It runs until cancelled.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from medianest.discovery.base import ServiceRegistry
@@ -40,3 +41,13 @@ async def follow(
             _log.warning("registry watch failed; retrying", service=service, error=exc.message)
         await asyncio.sleep(pause)
         pause = min(pause * 2, 30.0)
+
+
+async def stop_following(tasks: Iterable[asyncio.Task[None]]) -> None:
+    """Cancel the :func:`follow` loops of ``tasks`` and wait until each has ended."""
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

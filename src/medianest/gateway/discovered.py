@@ -15,14 +15,13 @@ health state as the active checks.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from medianest.config.gateway import Instance
 from medianest.discovery.base import Criteria, Registration, ServiceRegistry
-from medianest.discovery.follow import follow
+from medianest.discovery.follow import follow, stop_following
 from medianest.errors import BackendError
 from medianest.observability import get_logger
 
@@ -85,11 +84,7 @@ class DiscoveredTargets:
         if self._reloaded in self.gateway.reload_listeners:
             self.gateway.reload_listeners.remove(self._reloaded)
         tasks, self._tasks = [*self._tasks.values(), *self._pending], {}
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_following(tasks)
 
     async def refresh(self, service: str) -> bool:
         """Read ``service`` now and update its routes; False (state kept) when it fails."""

@@ -15,11 +15,10 @@ registry's. A failing registry leaves each adapter with what it last knew.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from functools import partial
 
 from medianest.discovery.base import Criteria, ServiceRegistry
-from medianest.discovery.follow import follow
+from medianest.discovery.follow import follow, stop_following
 from medianest.errors import BackendError
 from medianest.integrations.base import HttpAdapter
 from medianest.observability import get_logger
@@ -55,11 +54,7 @@ class AdapterEndpoints:
 
     async def close(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_following(tasks)
 
     async def refresh(self, adapter: HttpAdapter) -> bool:
         """Read the adapter's service now; False (endpoints kept) when the registry fails."""
