@@ -188,6 +188,22 @@ async def test_a_slow_upstream_is_cut_off_by_whichever_limit_comes_first(
         assert up["a"].server.config.app.state.hits["slow"] == expected
 
 
+@pytest.mark.parametrize("size", [999, 1_000, 1_001, 5_000, 60_000, 70_000])
+async def test_an_answer_over_the_buffering_limit_is_relayed_whole(size: int) -> None:
+    """A cached route buffers answers up to ``cache.max_bytes``; one just over it (small or
+    not) is streamed on with what was already read in front, never cut short."""
+    cache = {"ttl": 30, "max_bytes": 1_000}
+    async with (
+        upstreams("a") as up,
+        gateway_for(route("svc", [up["a"].url], cache=cache)) as (_, gw),
+    ):
+        for _ in range(2):  # the second answer comes from the cache when it fitted
+            status, headers, body = await fetch("GET", f"{gw}/svc/big?size={size}")
+            assert status == 200
+            assert int(headers["content-length"]) == size
+            assert body == (PATTERN * (size // len(PATTERN) + 1))[:size]
+
+
 async def test_round_robin_spreads_and_failover_hides_a_killed_instance() -> None:
     async with upstreams("a", "b", "c") as up:
         urls = [up[n].url for n in ("a", "b", "c")]

@@ -390,7 +390,7 @@ async def _respond(ex: Exchange, send: Send, attempted: Attempted, cache_key: st
             headers.append(
                 ("server-timing", f"upstream;dur={upstream_ms:.2f}, gateway;dur={gateway_ms:.2f}")
             )
-        if not complete and _small(response):
+        if limit is None and _small(response):
             body, complete = await response.read(), True
         await ex.start_response(send, response.status, headers)
         if complete:
