@@ -4,8 +4,6 @@ restart, the configured URL as the fallback, and failover between registered end
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -17,15 +15,9 @@ from medianest.integrations.http import http_for
 from medianest.resilience import PolicyConfig
 from tests.support.servers import free_port, serve_asgi
 from tests.support.upstream import upstream_app
+from tests.support.waiting import until
 
 NO_RETRY = PolicyConfig.model_validate({"retry": {"enabled": False}})
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, deadline: float = 10.0) -> None:
-    end = time.monotonic() + deadline
-    while not await check():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def answered_by(adapter: HttpAdapter) -> str | None:
@@ -104,6 +96,44 @@ async def test_a_failed_endpoint_hands_over_to_the_next(retry: bool) -> None:
         assert adapter.http.base_url == live.url, "requests stay on the endpoint that answers"
         adapter.http.use_endpoints([dead, live.url])
         assert adapter.http.base_url == live.url, "a refresh keeps the endpoint in use first"
+
+
+@pytest.mark.parametrize("retry", [True, False])
+async def test_a_timed_out_endpoint_hands_over_but_a_cancelled_call_does_not(
+    retry: bool,
+) -> None:
+    policy = PolicyConfig.model_validate(
+        {
+            "timeout": {"attempt": 0.2, "total": 10},
+            "retry": {"enabled": retry, "max_attempts": 2, "base_delay": 0.001},
+        }
+    )
+    async with (
+        serve_asgi(upstream_app("one")) as one,
+        serve_asgi(upstream_app("two")) as two,
+        HttpAdapter("media", http_for("media", one.url, policy)) as adapter,
+    ):
+        adapter.http.use_endpoints([one.url, two.url])
+        slow = {"delay": "1"}
+        hits = [server.server.config.app.state.hits for server in (one, two)]
+
+        call = asyncio.create_task(adapter.http.request("GET", "/slow", query=slow))
+
+        async def reached() -> bool:
+            return hits[0]["slow"] == 1
+
+        await until(reached, "the call to reach the first endpoint")
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert adapter.http.base_url == one.url, "the caller gave up: the endpoint is fine"
+
+        with pytest.raises(errors.TimeoutExceeded):
+            await adapter.http.request("GET", "/slow", query=slow)
+        assert [h["slow"] for h in hits] == ([2, 1] if retry else [2, 0])
+        assert adapter.http.base_url == (one.url if retry else two.url), (
+            "each timed-out attempt moves the next one on"
+        )
 
 
 def test_plex_tv_is_never_resolved() -> None:

@@ -286,17 +286,29 @@ class UpstreamHttp:
         if idempotent is None:
             idempotent = method.upper() in ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
 
+        timed_out: list[str] = []
+
         async def attempt() -> HttpResponse:
+            if timed_out:  # only a timeout is retried; a caller's cancellation is not
+                self._failed(timed_out.pop())
             base = self.base_url
             try:
                 return await self._send(
                     method, endpoint, base + target, headers, json_body, ok, status_errors
                 )
-            except (errors.UpstreamUnavailable, errors.UpstreamTimeout, asyncio.CancelledError):
-                self._failed(base)  # cancelled: most often the policy's per-attempt timeout
+            except (errors.UpstreamUnavailable, errors.UpstreamTimeout):
+                self._failed(base)
+                raise
+            except asyncio.CancelledError:
+                timed_out.append(base)  # moved on once the policy says it was its timeout
                 raise
 
-        return await self.policy.call(attempt, idempotent=idempotent)
+        try:
+            return await self.policy.call(attempt, idempotent=idempotent)
+        except errors.TimeoutExceeded:
+            if timed_out:
+                self._failed(timed_out.pop())
+            raise
 
     async def _send(
         self,
