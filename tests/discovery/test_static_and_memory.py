@@ -155,3 +155,23 @@ def test_discovery_settings() -> None:
     with pytest.raises(ModelError) as info:
         DiscoverySettings.model_validate({"instances": [{"id": "a", "name": "a", "endpoints": []}]})
     assert info.value.errors()[0]["loc"] == ("instances", 0, "endpoints")
+
+
+async def test_a_stopped_follower_ends_its_watch() -> None:
+    from medianest.discovery.follow import follow, stop_following
+
+    async with create_registry("memory://") as registry:
+        assert isinstance(registry, MemoryRegistry)
+        seen: list[int] = []
+
+        async def refresh() -> None:
+            seen.append(len(await registry.discover(Criteria(name="media"))))
+
+        task = asyncio.create_task(follow(registry, "media", refresh))
+        await registry.register(ServiceInstance(id="m1", name="media", endpoints=("http://a",)))
+        async with asyncio.timeout(10):
+            while seen[-1:] != [1]:
+                await asyncio.sleep(0.01)
+        assert registry._fanout.subscribers == 1
+        await stop_following([task])
+        assert registry._fanout.subscribers == 0, "the registry no longer queues its changes"

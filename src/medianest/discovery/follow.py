@@ -10,8 +10,7 @@ knew meanwhile. It runs until cancelled.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from medianest.discovery.base import ServiceRegistry
@@ -33,21 +32,33 @@ async def follow(
     while True:
         try:
             changes = registry.watch(service)
-            await refresh()
-            async for _change in changes:
+            try:
                 await refresh()
-                pause = retry
+                async for _change in changes:
+                    await refresh()
+                    pause = retry
+            finally:
+                await _close(changes)
         except BackendError as exc:
             _log.warning("registry watch failed; retrying", service=service, error=exc.message)
         await asyncio.sleep(pause)
         pause = min(pause * 2, 30.0)
 
 
+async def _close(changes: AsyncIterator[Any]) -> None:
+    """End a watch (the registry stops queueing its changes), as its contract asks."""
+    aclose = getattr(changes, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
 async def stop_following(tasks: Iterable[asyncio.Task[None]]) -> None:
-    """Cancel the :func:`follow` loops of ``tasks`` and wait until each has ended."""
+    """Cancel the :func:`follow` loops of ``tasks`` and wait until each has ended (a
+    cancellation of the caller itself still propagates; a loop that had died of an
+    unexpected error is logged)."""
     tasks = list(tasks)
     for task in tasks:
         task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(outcome, Exception):
+            _log.error("registry follower had failed", error=repr(outcome))
