@@ -188,6 +188,47 @@ async def test_a_killed_consumer_loses_its_lease_and_the_message_comes_back(
             await doomed.wait()
 
 
+async def test_close_sends_acks_whose_sender_it_had_to_cancel(tmp_path: Path) -> None:
+    """A handler returns while another statement of this process holds a transaction, so
+    its ack waits; ``close`` gives up on the task sending it after ``drain_timeout`` and
+    cancels it -- and still acks the message before returning: it does not come back."""
+    path = tmp_path / "broker.db"
+    async with broker_at(path, drain_timeout=0.2, lease=1.0) as broker:
+        started, release = asyncio.Event(), asyncio.Event()
+        handled: list[str] = []
+
+        async def handler(message: Message) -> None:
+            started.set()
+            await release.wait()
+            handled.append(message.id)
+
+        subscription = await broker.subscribe("acked.*", "finishers", handler)
+        first = Message("acked.job", {"n": 1}, key="k")
+        await broker.publish(first)
+        async with asyncio.timeout(DEADLINE):
+            await started.wait()
+        async with broker.store.transaction():
+            release.set()  # the handler returns; its ack waits for the transaction
+            closing = asyncio.create_task(subscription.close())
+
+            async def sender_cancelled() -> bool:
+                return subscription.in_flight == 0
+
+            await eventually(sender_cancelled)
+        async with asyncio.timeout(DEADLINE):
+            await closing
+        assert handled == [first.id]
+        assert await asyncio.to_thread(rows, path, "SELECT COUNT(*) FROM deliveries") == [(0,)]
+
+        inbox = Inbox()
+        second = Message("acked.job", {"n": 2}, key="k")
+        await broker.publish(second)
+        successor = await broker.subscribe("acked.*", "finishers", inbox)
+        [got] = await inbox.wait_count(1)
+        assert got.id == second.id  # the first one was acked: it does not come back
+        await successor.close()
+
+
 async def test_an_unreadable_envelope_is_dead_lettered(tmp_path: Path) -> None:
     path = tmp_path / "broker.db"
     async with broker_at(path) as broker:

@@ -18,7 +18,9 @@ This class keeps the broker contract on top of them, the same way on every such 
   ``max_attempts``; it is **cancelled** → the delivery is released unacked, visible again
   at once;
 * :meth:`close` stops claiming, gives running handlers ``drain_timeout`` seconds, then
-  cancels the rest, whose deliveries are released, never acked;
+  cancels the rest: a handler still running has its delivery released, never acked; a task
+  cancelled while sending the acks of handlers that returned leaves them to ``close``, which
+  sends them before it returns;
 * the handler runs in an OpenTelemetry consumer span continuing the message's
   ``traceparent``, and its outcome and duration go to :mod:`medianest.messaging.metrics`.
 
@@ -203,7 +205,8 @@ class Consumer(Subscription, ABC):
 
     async def close(self) -> None:
         """Stop claiming, let running handlers finish within ``drain_timeout``, cancel the
-        rest (their deliveries are released, not acked). Idempotent."""
+        rest (the deliveries of unfinished handlers are released, not acked; acks of
+        returned ones that were not sent yet are sent here). Idempotent."""
         if self._closed is not None:
             await asyncio.shield(self._closed)
             return
@@ -323,12 +326,21 @@ class Consumer(Subscription, ABC):
     async def _send_acks(self) -> None:
         """Send the acks of returned handlers, those that come in meanwhile with the next
         batch: one ack operation in flight per consumer, run by the handler task that found
-        none running (the others return at once, their acks go with its next batch)."""
+        none running (the others return at once, their acks go with its next batch).
+
+        The task sending may be cancelled mid-batch (:meth:`close` cancels it once
+        ``drain_timeout`` is up): the batch then goes back to the front of the queue, for
+        :meth:`_drain` or the next handler to return to send -- acks that already reached
+        the storage are sent twice, which acking allows."""
         self._acking = True
         try:
             while self._acks:
                 batch, self._acks = self._acks, []
-                await self._settle("ack", self._ack_many(batch), batch[0], len(batch))
+                try:
+                    await self._settle("ack", self._ack_many(batch), batch[0], len(batch))
+                except BaseException:
+                    self._acks[:0] = batch
+                    raise
         finally:
             self._acking = False
 

@@ -9,7 +9,6 @@ cannot carry. :func:`decode` reads the text back with the attempt number of a de
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 from collections.abc import Mapping
@@ -25,13 +24,6 @@ def new_traceparent() -> str:
     """A W3C trace context started here (not sampled: no tracer recorded it). Trace ids must
     be unique, not unguessable; a zero id is invalid, hence the ``or 1``."""
     return f"00-{random.getrandbits(128) or 1:032x}-{random.getrandbits(64) or 1:016x}-00"
-
-
-def with_trace(message: Message) -> Message:
-    """``message`` with a ``traceparent`` header (kept when it already has one)."""
-    if "traceparent" in message.headers:
-        return message
-    return dataclasses.replace(message, headers=_traced(message.headers))
 
 
 def _traced(headers: Mapping[str, str]) -> dict[str, str]:

@@ -268,15 +268,11 @@ class NatsBroker(Broker):
         What :meth:`publish_raw` (nats-py's ``js.publish``) does, reading the reply
         without making a ``PubAck`` of it (a dataclass built field by field)."""
         message, text = encode(message)
-        nc = self._nc
-        if nc is None or not nc.is_connected:
-            raise BackendUnavailable(
-                "nats connection is down (reconnecting); not published", backend=mask_url(self.url)
-            )
+        nc = self._connected()
         with self.errors("publishing"):
             try:
                 reply = await nc.request(
-                    f"{self.prefix}.{message.topic}._",
+                    self.subject(message.topic),
                     text.encode(),
                     timeout=self.timeout,
                     headers={"Nats-Msg-Id": message.id},
@@ -290,12 +286,20 @@ class NatsBroker(Broker):
 
     async def publish_raw(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
         """Publish ``body`` on ``subject`` and wait for JetStream's acknowledgement."""
-        if not self.nc.is_connected:
+        js = self.js
+        self._connected()
+        with self.errors("publishing"):
+            await js.publish(subject, body, timeout=self.timeout, headers=headers)
+
+    def _connected(self) -> Client:
+        """The connection to publish on; BackendUnavailable while it is down (nats-py is
+        reconnecting) or not there (the broker is not started, or closed)."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
             raise BackendUnavailable(
                 "nats connection is down (reconnecting); not published", backend=mask_url(self.url)
             )
-        with self.errors("publishing"):
-            await self.js.publish(subject, body, timeout=self.timeout, headers=headers)
+        return nc
 
     async def subscribe(
         self,

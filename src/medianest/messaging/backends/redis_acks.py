@@ -54,8 +54,9 @@ class Acks:
                 self.add(Entry(stream, entry_id))
 
     def queue(self, pipe: Any, pending: dict[str, list[str]]) -> None:
-        for stream, ids in pending.items():
-            pipe.xack(stream, self.group, *ids)
+        """Add the XACK commands of ``pending`` to ``pipe`` (a redis-py pipeline)."""
+        for command in self.commands(pending):
+            pipe.execute_command(*command)
 
     def commands(self, pending: dict[str, list[str]]) -> list[tuple[str, ...]]:
         """The XACK commands of ``pending`` (one per stream), to send with a read."""
