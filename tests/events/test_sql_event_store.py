@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+from collections.abc import Awaitable, Callable
 from datetime import UTC
 from typing import Any
 from uuid import UUID
@@ -11,6 +13,7 @@ from uuid import UUID
 import asyncpg
 import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, insert, select
+from sqlalchemy.engine import make_url
 
 from medianest.database import Database, upgrade
 from medianest.errors import BackendError, BackendUnavailable, WrongExpectedVersion
@@ -123,29 +126,130 @@ async def test_listener_reconnects_and_live_subscriptions_keep_waking(postgres_d
         await subscription.aclose()
 
 
-async def test_reads_recover_after_their_connection_is_lost(postgres_db: str) -> None:
-    """The store's own read connection is dropped when it fails; the next read opens one."""
+async def _terminate(dsn: str, pid: int) -> None:
+    """End the server session ``pid`` as an administrator would, and wait until it is gone."""
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute("SELECT pg_terminate_backend($1)", pid)
+        async with asyncio.timeout(DEADLINE):
+            while await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid):
+                await asyncio.sleep(0.01)
+    finally:
+        await admin.close()
+
+
+async def test_reads_succeed_after_their_connection_was_ended(postgres_db: str) -> None:
+    """The store's own read connection skips the pool's pre-ping: when the server ended it
+    while it was idle, the next read still answers, in full, on a new connection."""
     await _migrate(postgres_db)
     async with sql_event_store(postgres_db, poll_interval=60.0) as store:
-        await store.append("s", [NewEvent("A")], NO_STREAM)
-        assert [e.type for e in await store.read_all()] == ["A"]
+        await store.append("s", [NewEvent("A"), NewEvent("B")], NO_STREAM)
+        await store.append("t", [NewEvent("C")], NO_STREAM)
+        reads: dict[str, tuple[Callable[[], Awaitable[list[RecordedEvent]]], list[str]]] = {
+            "read_all": (store.read_all, ["A", "B", "C"]),
+            "read_all from 1": (lambda: store.read_all(1, limit=1), ["B"]),
+            "read_stream": (lambda: store.read_stream("s", backwards=True), ["B", "A"]),
+        }
+        for name, (read, expected) in reads.items():
+            assert [e.type for e in await read()] == expected, name
+            reader = store._reader
+            assert reader is not None
+            pid = reader.conn.get_server_pid()
+            await _terminate(asyncpg_dsn(postgres_db), pid)
+            assert [e.type for e in await read()] == expected, name
+            assert store._reader is not None
+            assert store._reader.conn.get_server_pid() != pid  # the read did meet the loss
         reader = store._reader
         assert reader is not None
-        pid = reader.conn.get_server_pid()
-        admin = await asyncpg.connect(asyncpg_dsn(postgres_db))
+        await _terminate(asyncpg_dsn(postgres_db), reader.conn.get_server_pid())
+        assert await store.head_position() == 3
+        assert await store.stream_version("s") == 2
+
+
+class _Relay:
+    """A TCP relay to a server that a test can reset (its connections cut, as a proxy or a
+    restart would) and shut (new connections refused too, the server unreachable)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def open(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def reset(self) -> None:
+        for writer in list(self._writers):
+            writer.transport.abort()
+        async with asyncio.timeout(DEADLINE):
+            while self._tasks:
+                await asyncio.wait(set(self._tasks))
+
+    async def shut(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        await self.reset()
+        await self._server.wait_closed()
+        self._server = None
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self._writers |= {writer, up_writer}
+        pipes = [
+            asyncio.create_task(self._pipe(reader, up_writer)),
+            asyncio.create_task(self._pipe(up_reader, writer)),
+        ]
+        self._tasks.update(pipes)
         try:
-            await admin.execute("SELECT pg_terminate_backend($1)", pid)
-            async with asyncio.timeout(DEADLINE):
-                while await admin.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid
-                ):
-                    await asyncio.sleep(0.01)
+            await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await admin.close()
-        with pytest.raises(BackendUnavailable):
-            await store.read_all()
-        assert [e.type for e in await store.read_all()] == ["A"]
-        assert await store.head_position() == 1
+            for w in (writer, up_writer):
+                w.transport.abort()
+                self._writers.discard(w)
+            for pipe in pipes:
+                pipe.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
+            self._tasks.difference_update(pipes)
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+
+
+async def test_reads_through_a_lost_network(postgres_db: str) -> None:
+    """A reset connection is read again on a new one; an unreachable database is
+    :class:`BackendUnavailable` to the caller; reads work again once it is back."""
+    await _migrate(postgres_db)
+    url = make_url(postgres_db)
+    relay = _Relay(url.host or "127.0.0.1", url.port or 5432)
+    await relay.open()
+    relayed = url.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
+    try:
+        async with (
+            Database(relayed) as db,
+            SqlEventStore.from_url(relayed, database=db, listen=False) as store,
+        ):
+            await store.append("s", [NewEvent("A"), NewEvent("B")], NO_STREAM)
+            assert [e.position for e in await store.read_all()] == [1, 2]
+            await relay.reset()
+            assert [e.position for e in await store.read_all()] == [1, 2]
+            await relay.shut()
+            with pytest.raises(BackendUnavailable):
+                await store.read_all()
+            with pytest.raises(BackendUnavailable):
+                await store.head_position()
+            await relay.open()
+            assert [e.position for e in await store.read_all()] == [1, 2]
+            assert await store.head_position() == 2
+    finally:
+        await relay.shut()
 
 
 async def test_events_read_back_equal_and_typed_as_written(database_url: str) -> None:

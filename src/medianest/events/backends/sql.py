@@ -24,7 +24,9 @@ statement by statement on a pooled connection, the events inserted in one driver
 
 **Reads** run on the driver connection (:mod:`.sql_raw`) the store keeps for them: one
 driver call per read, no pool checkout, ``BEGIN`` or rollback, and events that decode their
-JSON, id and time only when used (:class:`~medianest.events.model.RecordedEvent`).
+JSON, id and time only when used (:class:`~medianest.events.model.RecordedEvent`). That
+connection skips the pool's pre-ping, so a read that finds it lost is run once more on a new
+one (:meth:`SqlEventStore._read`).
 
 Live subscriptions are woken
 
@@ -46,9 +48,9 @@ import asyncio
 import contextlib
 import functools
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -97,6 +99,9 @@ _APPEND_ATTEMPTS = 5
 _GROUP = 1000
 """Most events in one group commit (one append larger than that is a group of its own)."""
 
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 _CONFLICTS: tuple[type[Exception], ...] = (IntegrityError, *sql_raw.CONFLICT_ERRORS)
 """A unique constraint refused a write (through SQLAlchemy or on the driver connection)."""
@@ -346,8 +351,7 @@ class SqlEventStore(EventStore):
         check_name("stream_id", stream_id)
         check_position("from_version", from_version, optional=True)
         limit = check_limit(limit)
-        async with self._driver() as driver:
-            found = await driver.read_stream(stream_id, from_version, limit, backwards)
+        found = await self._read(Driver.read_stream, stream_id, from_version, limit, backwards)
         return self._upcast(found)
 
     async def read_all(
@@ -358,8 +362,7 @@ class SqlEventStore(EventStore):
     ) -> list[RecordedEvent]:
         check_position("from_position", from_position)
         limit = check_limit(limit)
-        async with self._driver() as driver:
-            found = await driver.read_all(from_position, limit, filter or EventFilter())
+        found = await self._read(Driver.read_all, from_position, limit, filter or EventFilter())
         return self._upcast(found)
 
     def _upcast(self, found: list[RecordedEvent]) -> list[RecordedEvent]:
@@ -368,13 +371,11 @@ class SqlEventStore(EventStore):
         return [self.upcasters.apply(event) for event in found]
 
     async def head_position(self) -> int:
-        async with self._driver() as driver:
-            return await driver.head_position()
+        return await self._read(Driver.head_position)
 
     async def stream_version(self, stream_id: str) -> int:
         check_name("stream_id", stream_id)
-        async with self._driver() as driver:
-            return await driver.stream_version(stream_id)
+        return await self._read(Driver.stream_version, stream_id)
 
     # -- snapshots and checkpoints --------------------------------------------------------
 
@@ -428,34 +429,51 @@ class SqlEventStore(EventStore):
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
 
-    @contextlib.asynccontextmanager
-    async def _driver(self) -> AsyncIterator[Driver]:
-        """A driver connection for a read (:mod:`.sql_raw`), errors translated.
+    async def _read(
+        self,
+        read: Callable[Concatenate[Driver, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """``read(driver, ...)``, one read on a driver connection (:mod:`.sql_raw`), errors
+        translated.
 
         The store keeps one connection of its own for reads, out of the pool: a read then
         is one call to the driver -- no pool checkout and pre-ping, no ``BEGIN`` and no
         rollback when it goes back (both drivers read in autocommit here), which is most of
         a live subscription's lag. While another read uses it, a read takes a pooled
-        connection instead. A connection that failed is dropped; the next read opens
-        another. (SQLite in memory reads through the pool: another connection would be
-        another database.)
+        connection instead. (SQLite in memory reads through the pool: another connection
+        would be another database.)
+
+        Without the pool's pre-ping, a kept connection that the server or a proxy ended
+        while it was idle (a restart, ``idle_session_timeout``, a reset) fails only when a
+        read uses it. A read that fails so (:data:`~.sql_raw.UNAVAILABLE_ERRORS`) on the
+        kept connection is therefore run once more on a new one, and only that one's
+        failure reaches the caller (as :class:`BackendUnavailable` when the database is
+        unreachable). The retry cannot repeat or lose events: a read is one statement whose
+        rows the driver returns all at once or not at all, so the failed attempt returned
+        nothing and the retry answers the whole read. A connection that failed in any other
+        way is dropped too; the next read opens another.
         """
         if not self._own_reader or not self._started or self._reader_lock.locked():
             with self._translated():
                 async with self.database.connect() as conn:
-                    yield await sql_raw.driver_of(conn)
-            return
+                    return await read(await sql_raw.driver_of(conn), *args, **kwargs)
         async with self._reader_lock:
-            with self._translated():
-                reader = self._reader or await self._open_reader()
-                try:
-                    yield reader
-                except BaseException:  # the connection may be unusable: the next read opens one
-                    await self._drop_reader(invalidate=True)
-                    raise
-                finally:
-                    if not self._started:  # the store closed during the read
-                        await self._drop_reader()
+            try:
+                with self._translated():
+                    if self._reader is not None:
+                        try:
+                            return await read(self._reader, *args, **kwargs)
+                        except sql_raw.UNAVAILABLE_ERRORS:
+                            await self._drop_reader(invalidate=True)
+                    return await read(await self._open_reader(), *args, **kwargs)
+            except BaseException:  # the connection may be unusable: the next read opens one
+                await self._drop_reader(invalidate=True)
+                raise
+            finally:
+                if not self._started:  # the store closed during the read
+                    await self._drop_reader()
 
     async def _open_reader(self) -> Driver:
         conn = await self.database.engine.connect()
@@ -485,12 +503,12 @@ class SqlEventStore(EventStore):
             raise _Conflict(
                 f"event store write conflicted: {_reason(exc)}", backend=self._backend
             ) from exc
-        except sql_raw.DRIVER_ERRORS as exc:  # a statement run on the driver connection
+        except sql_raw.DRIVER_ERRORS as exc:  # the driver's own: a statement or a connect
             unavailable = isinstance(exc, sql_raw.UNAVAILABLE_ERRORS)
             error = BackendUnavailable if unavailable else BackendError
             raise error(f"event store failed: {_reason(exc)}", backend=self._backend) from exc
-        except (SQLAlchemyError, OSError) as exc:
-            unavailable = isinstance(exc, OSError | InterfaceError) or (
+        except SQLAlchemyError as exc:
+            unavailable = isinstance(exc, InterfaceError) or (
                 isinstance(exc, DBAPIError) and exc.connection_invalidated
             )
             error = BackendUnavailable if unavailable else BackendError

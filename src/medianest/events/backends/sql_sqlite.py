@@ -12,7 +12,9 @@ group over once and gets the answers back once.
 The statements and their order are those of :mod:`~medianest.events.backends.sql_store`
 (see there why positions stay gap-free and in commit order); ``BEGIN IMMEDIATE`` takes the
 database's write lock up front, as :func:`~.sql_store.begin_write` does for the async path.
-The group planning is the backend's own (``plan`` is passed in), so both paths decide alike.
+The work run in the thread is :func:`~.sql_groups.commit_sync` (bound to its group with
+``functools.partial``), which plans the group with the same functions as the async path, so
+both paths decide alike.
 """
 
 from __future__ import annotations

@@ -94,12 +94,6 @@ async def begin_write(conn: AsyncConnection) -> None:
         await conn.execute(update(event_position).where(_P.id == 1).values(last=_P.last))
 
 
-async def stream_version(conn: AsyncConnection, stream_id: str) -> int:
-    """The stream's version (0 = none)."""
-    found = await conn.execute(select(_S.version).where(_S.stream_id == stream_id))
-    return int(found.scalar_one_or_none() or 0)
-
-
 async def stream_versions(conn: AsyncConnection, stream_ids: Iterable[str]) -> dict[str, int]:
     """The versions of the streams that exist among ``stream_ids``, their rows locked until
     the transaction ends (in one order, so that two appenders cannot deadlock)."""
