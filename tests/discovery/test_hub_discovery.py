@@ -3,14 +3,12 @@ watch, the last known instances when the registry fails, the CLI, and SIGKILL + 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +22,9 @@ from medianest.discovery.backends.sql import SqlRegistry
 from tests.support.etcd import etcd_server
 from tests.support.servers import serve_asgi
 from tests.support.upstream import upstream_app
+from tests.support.waiting import until
 
 MEDIANEST = [sys.executable, "-m", "medianest"]
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, deadline: float = 20.0) -> None:
-    end = time.monotonic() + deadline
-    while not await check():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 def route_file(tmp_path: Path) -> Path:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -16,15 +13,6 @@ OWNER_TOKEN = "plex-owner-token"
 FRIEND_TOKEN = "plex-friend-token"
 SEED, SIZE = 3, 60
 """The simulated catalogue of these tests."""
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, deadline: float = 30.0) -> None:
-    """Wait until ``check()`` holds (looked at every 20 ms), failing after ``deadline`` s."""
-    end = time.monotonic() + deadline
-    while not await check():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def send(

@@ -38,10 +38,10 @@ from tests.media_requests.support import (
     overseerr_requests,
     requestable_movies,
     send,
-    until,
 )
 from tests.support.servers import free_port
 from tests.support.stack import simulated_stack
+from tests.support.waiting import until
 
 SIZE = 200  # enough movies outside the library for one saga each
 PARKED: list[list[str]] = [

@@ -33,10 +33,10 @@ from tests.media_requests.support import (
     overseerr_requests,
     requestable_movies,
     send,
-    until,
 )
 from tests.support.servers import serve_asgi
 from tests.support.stack import SimulatedStack, simulated_stack
+from tests.support.waiting import until
 
 
 @dataclass

@@ -3,9 +3,6 @@ other at once (not after its cache TTL); a person disabled on one loses sessions
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -13,13 +10,7 @@ import aiohttp
 from medianest.app import Hub, create_app
 from medianest.config import load_settings
 from tests.support.servers import serve_asgi
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, deadline: float = 15.0) -> None:
-    end = time.monotonic() + deadline
-    while not await check():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
+from tests.support.waiting import until
 
 
 async def status_of(url: str, headers: dict[str, str]) -> int:
