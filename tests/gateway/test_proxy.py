@@ -177,6 +177,9 @@ async def test_unreachable_is_502_and_slow_is_504_naming_route_not_address() -> 
 async def test_a_slow_upstream_is_cut_off_by_whichever_limit_comes_first(
     limits: dict[str, float], attempts: int, expected: int
 ) -> None:
+    """The client gets a 504 after the expected attempts, whichever limit ends an attempt:
+    its own (aiohttp's read-inactivity bound has the same length and may fire as well) or
+    the route's total deadline (only the hub's timer can end that one)."""
     policy = {"timeout": limits, "retry": {"max_attempts": attempts, **FAST["retry"]}}
     async with (
         upstreams("a") as up,
