@@ -227,8 +227,8 @@ class Consumer(Subscription, ABC):
             _, unfinished = await asyncio.wait(running, timeout=self.drain_timeout)
             if unfinished:
                 _log.warning(
-                    "handlers still running at shutdown were cancelled; their messages "
-                    "go back to the group unacked",
+                    "tasks still running at shutdown were cancelled; the messages of "
+                    "unfinished handlers go back to the group unacked",
                     group=self.group,
                     pattern=self.pattern,
                     cancelled=len(unfinished),
