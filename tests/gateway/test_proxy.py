@@ -168,9 +168,9 @@ async def test_unreachable_is_502_and_slow_is_504_naming_route_not_address() -> 
 @pytest.mark.parametrize(
     ("limits", "attempts", "expected"),
     [
-        ({"attempt": 0.3, "total": 0}, 1, 1),  # the attempt's own limit, no deadline
-        ({"attempt": 30.0, "total": 0.4}, 1, 1),  # the deadline ends the attempt first
-        ({"attempt": 0.3, "total": 30.0}, 3, 3),  # each of three attempts times out alone
+        ({"attempt": 0.6, "total": 0}, 1, 1),  # the attempt's own limit, no deadline
+        ({"attempt": 30.0, "total": 0.8}, 1, 1),  # the deadline ends the attempt first
+        ({"attempt": 0.6, "total": 30.0}, 3, 3),  # each of three attempts times out alone
     ],
     ids=["attempt-only", "deadline-first", "attempt-first-retried"],
 )
@@ -185,7 +185,7 @@ async def test_a_slow_upstream_is_cut_off_by_whichever_limit_comes_first(
         upstreams("a") as up,
         gateway_for(route("slowpoke", [up["a"].url], policy=policy)) as (_, gw),
     ):
-        status, _, body = await fetch("GET", f"{gw}/slowpoke/slow?delay=2")
+        status, _, body = await fetch("GET", f"{gw}/slowpoke/slow?delay=4")
         assert status == 504
         assert json.loads(body)["type"] == "/problems/upstream-timeout"
         assert up["a"].server.config.app.state.hits["slow"] == expected

@@ -104,7 +104,7 @@ async def test_a_timed_out_endpoint_hands_over_but_a_cancelled_call_does_not(
 ) -> None:
     policy = PolicyConfig.model_validate(
         {
-            "timeout": {"attempt": 0.2, "total": 10},
+            "timeout": {"attempt": 0.6, "total": 10},
             "retry": {"enabled": retry, "max_attempts": 2, "base_delay": 0.001},
         }
     )
@@ -114,7 +114,7 @@ async def test_a_timed_out_endpoint_hands_over_but_a_cancelled_call_does_not(
         HttpAdapter("media", http_for("media", one.url, policy)) as adapter,
     ):
         adapter.http.use_endpoints([one.url, two.url])
-        slow = {"delay": "1"}
+        slow = {"delay": "3"}
         hits = [server.server.config.app.state.hits for server in (one, two)]
 
         call = asyncio.create_task(adapter.http.request("GET", "/slow", query=slow))
