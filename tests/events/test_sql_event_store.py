@@ -152,14 +152,14 @@ async def test_reads_succeed_after_their_connection_was_ended(postgres_db: str) 
         }
         for name, (read, expected) in reads.items():
             assert [e.type for e in await read()] == expected, name
-            reader = store._reader
+            reader = store._reader.driver
             assert reader is not None
             pid = reader.conn.get_server_pid()
             await _terminate(asyncpg_dsn(postgres_db), pid)
             assert [e.type for e in await read()] == expected, name
-            assert store._reader is not None
-            assert store._reader.conn.get_server_pid() != pid  # the read did meet the loss
-        reader = store._reader
+            assert store._reader.driver is not None
+            assert store._reader.driver.conn.get_server_pid() != pid  # the read did meet the loss
+        reader = store._reader.driver
         assert reader is not None
         await _terminate(asyncpg_dsn(postgres_db), reader.conn.get_server_pid())
         assert await store.head_position() == 3

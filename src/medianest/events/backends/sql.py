@@ -26,7 +26,7 @@ statement by statement on a pooled connection, the events inserted in one driver
 driver call per read, no pool checkout, ``BEGIN`` or rollback, and events that decode their
 JSON, id and time only when used (:class:`~medianest.events.model.RecordedEvent`). That
 connection skips the pool's pre-ping, so a read that finds it lost is run once more on a new
-one (:meth:`SqlEventStore._read`).
+one (:mod:`.sql_reader`).
 
 Live subscriptions are woken
 
@@ -75,6 +75,7 @@ from medianest.events.backends.sql_groups import (
     written_count,
 )
 from medianest.events.backends.sql_raw import Driver
+from medianest.events.backends.sql_reader import KeptReader
 from medianest.events.backends.sql_store import load_checkpoint, save_checkpoint
 from medianest.events.base import EventStore, check_limit, check_position
 from medianest.events.model import (
@@ -141,10 +142,7 @@ class SqlEventStore(EventStore):
         self._started = False
         self._pending: deque[Pending] = deque()
         self._writer: asyncio.Task[None] | None = None
-        self._reader: Driver | None = None
-        self._reader_connection: AsyncConnection | None = None
-        self._reader_lock = asyncio.Lock()
-        self._own_reader = database.dialect != "sqlite" or database.sqlite_path is not None
+        self._reader = KeptReader(database, lambda: self._started)
         self._sqlite: sql_sqlite.SqliteWriter | None = None
 
     @classmethod
@@ -203,7 +201,7 @@ class SqlEventStore(EventStore):
         await self._release()
 
     async def _release(self) -> None:
-        await self._drop_reader()
+        await self._reader.drop()
         sqlite, self._sqlite = self._sqlite, None
         if sqlite is not None:
             await sqlite.close()
@@ -435,63 +433,10 @@ class SqlEventStore(EventStore):
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        """``read(driver, ...)``, one read on a driver connection (:mod:`.sql_raw`), errors
-        translated.
-
-        The store keeps one connection of its own for reads, out of the pool: a read then
-        is one call to the driver -- no pool checkout and pre-ping, no ``BEGIN`` and no
-        rollback when it goes back (both drivers read in autocommit here), which is most of
-        a live subscription's lag. While another read uses it, a read takes a pooled
-        connection instead. (SQLite in memory reads through the pool: another connection
-        would be another database.)
-
-        Without the pool's pre-ping, a kept connection that the server or a proxy ended
-        while it was idle (a restart, ``idle_session_timeout``, a reset) fails only when a
-        read uses it. A read that fails so (:data:`~.sql_raw.UNAVAILABLE_ERRORS`) on the
-        kept connection is therefore run once more on a new one, and only that one's
-        failure reaches the caller (as :class:`BackendUnavailable` when the database is
-        unreachable). The retry cannot repeat or lose events: a read is one statement whose
-        rows the driver returns all at once or not at all, so the failed attempt returned
-        nothing and the retry answers the whole read. A connection that failed in any other
-        way is dropped too; the next read opens another.
-        """
-        if not self._own_reader or not self._started or self._reader_lock.locked():
-            with self._translated():
-                async with self.database.connect() as conn:
-                    return await read(await sql_raw.driver_of(conn), *args, **kwargs)
-        async with self._reader_lock:
-            try:
-                with self._translated():
-                    if self._reader is not None:
-                        try:
-                            return await read(self._reader, *args, **kwargs)
-                        except sql_raw.UNAVAILABLE_ERRORS:
-                            await self._drop_reader(invalidate=True)
-                    return await read(await self._open_reader(), *args, **kwargs)
-            except BaseException:  # the connection may be unusable: the next read opens one
-                await self._drop_reader(invalidate=True)
-                raise
-            finally:
-                if not self._started:  # the store closed during the read
-                    await self._drop_reader()
-
-    async def _open_reader(self) -> Driver:
-        conn = await self.database.engine.connect()
-        try:
-            self._reader = await sql_raw.driver_of(conn)
-        except BaseException:
-            await conn.close()
-            raise
-        self._reader_connection = conn
-        return self._reader
-
-    async def _drop_reader(self, *, invalidate: bool = False) -> None:
-        conn, self._reader_connection, self._reader = self._reader_connection, None, None
-        if conn is not None:
-            with contextlib.suppress(SQLAlchemyError, *sql_raw.DRIVER_ERRORS):
-                if invalidate:
-                    await conn.invalidate()
-                await conn.close()
+        """``read(driver, ...)`` on the store's kept read connection (:mod:`.sql_reader`:
+        once more on a new connection when it was lost), errors translated."""
+        with self._translated():
+            return await self._reader.read(read, *args, **kwargs)
 
     @contextlib.contextmanager
     def _translated(self) -> Iterator[None]:
