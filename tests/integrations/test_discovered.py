@@ -4,6 +4,7 @@ restart, the configured URL as the fallback, and failover between registered end
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,7 @@ from tests.support.upstream import upstream_app
 from tests.support.waiting import until
 
 NO_RETRY = PolicyConfig.model_validate({"retry": {"enabled": False}})
+RETRY_ONCE = {"max_attempts": 2, "base_delay": 0.001}
 
 
 async def answered_by(adapter: HttpAdapter) -> str | None:
@@ -98,42 +100,67 @@ async def test_a_failed_endpoint_hands_over_to_the_next(retry: bool) -> None:
         assert adapter.http.base_url == live.url, "a refresh keeps the endpoint in use first"
 
 
-@pytest.mark.parametrize("retry", [True, False])
-async def test_a_timed_out_endpoint_hands_over_but_a_cancelled_call_does_not(
-    retry: bool,
-) -> None:
-    policy = PolicyConfig.model_validate(
-        {
-            "timeout": {"attempt": 0.6, "total": 10},
-            "retry": {"enabled": retry, "max_attempts": 2, "base_delay": 0.001},
-        }
-    )
+async def test_a_cancelled_call_leaves_the_endpoint_in_use() -> None:
+    """The caller gave up (a search deadline, a client gone): the endpoint is not at fault."""
+    policy = PolicyConfig.model_validate({"timeout": {"attempt": 30, "total": 60}})
     async with (
         serve_asgi(upstream_app("one")) as one,
         serve_asgi(upstream_app("two")) as two,
         HttpAdapter("media", http_for("media", one.url, policy)) as adapter,
     ):
         adapter.http.use_endpoints([one.url, two.url])
-        slow = {"delay": "3"}
-        hits = [server.server.config.app.state.hits for server in (one, two)]
-
-        call = asyncio.create_task(adapter.http.request("GET", "/slow", query=slow))
+        hits = one.server.config.app.state.hits
+        call = asyncio.create_task(adapter.http.request("GET", "/slow", query={"delay": "3"}))
 
         async def reached() -> bool:
-            return hits[0]["slow"] == 1
+            return bool(hits["slow"] == 1)
 
         await until(reached, "the call to reach the first endpoint")
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
-        assert adapter.http.base_url == one.url, "the caller gave up: the endpoint is fine"
+        assert adapter.http.base_url == one.url
 
-        with pytest.raises(errors.TimeoutExceeded):
-            await adapter.http.request("GET", "/slow", query=slow)
-        assert [h["slow"] for h in hits] == ([2, 1] if retry else [2, 0])
-        assert adapter.http.base_url == (one.url if retry else two.url), (
-            "each timed-out attempt moves the next one on"
-        )
+
+@pytest.mark.parametrize(
+    ("resilience", "raised", "slow_hits", "first"),
+    [
+        ({"retry": {"enabled": False}}, errors.TimeoutExceeded, [1, 0], "two"),
+        (
+            {"retry": {"max_attempts": 2, "base_delay": 0.001}},
+            errors.TimeoutExceeded,
+            [1, 1],
+            "one",
+        ),
+        (
+            {
+                "retry": RETRY_ONCE,
+                "breaker": {"minimum_calls": 1, "window_size": 1, "open_duration": 60},
+            },
+            errors.CircuitOpenError,
+            [1, 0],
+            "two",
+        ),
+    ],
+    ids=["no-retry", "retried", "breaker-opened"],
+)
+async def test_a_timed_out_attempt_moves_the_next_one_on(
+    resilience: dict[str, Any], raised: type[Exception], slow_hits: list[int], first: str
+) -> None:
+    """Each attempt that ran out of time moves the adapter to the next endpoint, whether a
+    retry follows or the call ends (its timeout, or the breaker that timeout opened)."""
+    policy = PolicyConfig.model_validate({"timeout": {"attempt": 0.6, "total": 30}, **resilience})
+    async with (
+        serve_asgi(upstream_app("one")) as one,
+        serve_asgi(upstream_app("two")) as two,
+        HttpAdapter("media", http_for("media", one.url, policy)) as adapter,
+    ):
+        adapter.http.use_endpoints([one.url, two.url])
+        with pytest.raises(raised):
+            await adapter.http.request("GET", "/slow", query={"delay": "3"})
+        hits = [server.server.config.app.state.hits["slow"] for server in (one, two)]
+        assert hits == slow_hits
+        assert adapter.http.base_url == {"one": one.url, "two": two.url}[first]
 
 
 def test_plex_tv_is_never_resolved() -> None:

@@ -305,8 +305,8 @@ class UpstreamHttp:
 
         try:
             return await self.policy.call(attempt, idempotent=idempotent)
-        except errors.TimeoutExceeded:
-            if timed_out:
+        except Exception:  # after a timed-out attempt: its timeout, or what ended the retries
+            if timed_out:  # (a spent retry budget, the breaker it opened)
                 self._failed(timed_out.pop())
             raise
 
