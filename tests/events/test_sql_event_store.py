@@ -166,6 +166,27 @@ async def test_reads_succeed_after_their_connection_was_ended(postgres_db: str) 
         assert await store.stream_version("s") == 2
 
 
+async def test_a_read_the_server_cancelled_is_not_run_again(postgres_db: str) -> None:
+    """A statement stopped by ``statement_timeout`` did not lose its connection: running it
+    again would only take as long, so the caller hears of it at once."""
+    await _migrate(postgres_db)
+    async with sql_event_store(postgres_db, poll_interval=60.0) as store:
+        await store.read_all()  # the kept read connection is open
+        kept = store._reader.driver
+        assert kept is not None
+        await kept.conn.execute("SET statement_timeout = 50")
+        runs: list[int] = []
+
+        async def slow(driver: Any) -> None:
+            runs.append(driver.conn.get_server_pid())
+            await driver.conn.execute("SELECT pg_sleep(5)")
+
+        with pytest.raises(BackendError, match="statement timeout"):
+            await store._read(slow)
+        assert len(runs) == 1, "a cancelled statement is not retried"
+        assert [e.type for e in await store.read_all()] == []
+
+
 class _Relay:
     """A TCP relay to a server that a test can reset (its connections cut, as a proxy or a
     restart would) and shut (new connections refused too, the server unreachable)."""

@@ -38,6 +38,7 @@ _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 _PG_CONFLICT: tuple[type[Exception], ...] = ()
 _PG_UNAVAILABLE: tuple[type[Exception], ...] = ()
 _PG_ERRORS: tuple[type[Exception], ...] = ()
+_PG_CANCELLED: tuple[type[Exception], ...] = ()
 try:
     import asyncpg
 except ImportError:  # without the "postgres" extra there is only SQLite
@@ -53,12 +54,16 @@ else:
         asyncpg.exceptions.InternalClientError,
     )
     _PG_ERRORS = (asyncpg.PostgresError,)
+    _PG_CANCELLED = (asyncpg.QueryCanceledError,)
 
 CONFLICT_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError, *_PG_CONFLICT)
 """Driver errors meaning a unique constraint refused a write."""
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (OSError, *_PG_UNAVAILABLE)
 """Driver errors meaning the connection is gone or unusable, or the server is going (a lost
 connection, an administrator's shutdown or ``pg_terminate_backend``)."""
+CANCELLED_ERRORS: tuple[type[Exception], ...] = _PG_CANCELLED
+"""Unavailable errors that say the statement, not the connection, was stopped (a server
+``statement_timeout``, ``pg_cancel_backend``): running it again would only take as long."""
 DRIVER_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, *_PG_ERRORS, *UNAVAILABLE_ERRORS)
 """Every error a driver statement may raise."""
 

@@ -9,7 +9,9 @@ would be another database.
 Without the pool's pre-ping, a kept connection that the server or a proxy ended while it
 was idle (a restart, ``idle_session_timeout``, a reset) fails only when a read uses it. A
 read that fails so (:data:`~.sql_raw.UNAVAILABLE_ERRORS`) on the kept connection is run once
-more on a new one, and only that one's failure reaches the caller. The retry cannot repeat
+more on a new one, and only that one's failure reaches the caller; not a statement the
+server cancelled (:data:`~.sql_raw.CANCELLED_ERRORS`: it would only run as long again), nor
+one of a store that closed meanwhile. The retry cannot repeat
 or lose events: a read is one statement whose rows the driver returns all at once or not at
 all, so the failed attempt returned nothing and the retry answers the whole read. A
 connection that failed in any other way is dropped too; the next read opens another.
@@ -61,7 +63,9 @@ class KeptReader:
                 if self.driver is not None:
                     try:
                         return await read(self.driver, *args, **kwargs)
-                    except sql_raw.UNAVAILABLE_ERRORS:
+                    except sql_raw.UNAVAILABLE_ERRORS as exc:
+                        if isinstance(exc, sql_raw.CANCELLED_ERRORS) or not self._is_open():
+                            raise
                         await self.drop(invalidate=True)
                 return await read(await self._open(), *args, **kwargs)
             except BaseException:  # the connection may be unusable: the next read opens one
