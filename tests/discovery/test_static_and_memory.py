@@ -175,3 +175,24 @@ async def test_a_stopped_follower_ends_its_watch() -> None:
         assert registry._fanout.subscribers == 1
         await stop_following([task])
         assert registry._fanout.subscribers == 0, "the registry no longer queues its changes"
+
+
+async def test_a_follower_that_starts_over_ends_its_old_watch() -> None:
+    from medianest.discovery.follow import follow, stop_following
+
+    async with create_registry("memory://") as registry:
+        assert isinstance(registry, MemoryRegistry)
+        calls = 0
+
+        async def refresh() -> None:
+            nonlocal calls
+            calls += 1
+            if calls <= 3:
+                raise BackendError("registry unreachable", backend="memory://")
+
+        task = asyncio.create_task(follow(registry, "media", refresh, retry=0.01))
+        async with asyncio.timeout(10):
+            while calls < 4:
+                await asyncio.sleep(0.01)
+        assert registry._fanout.subscribers == 1, "one watch, not one per start-over"
+        await stop_following([task])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import tracemalloc
@@ -205,6 +206,36 @@ async def test_an_answer_over_the_buffering_limit_is_relayed_whole(size: int) ->
             assert status == 200
             assert int(headers["content-length"]) == size
             assert body == (PATTERN * (size // len(PATTERN) + 1))[:size]
+
+
+async def test_an_upstream_that_trickles_its_headers_is_cut_off_by_the_attempt_limit() -> None:
+    """A byte of header every 0.1 s keeps aiohttp's read-inactivity bound from firing: only
+    the hub's own attempt limit ends this attempt."""
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(100):
+                writer.write(b"z")
+                await writer.drain()
+                await asyncio.sleep(0.1)
+        writer.close()
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    policy = {"timeout": {"attempt": 0.6, "total": 0}, "retry": {"max_attempts": 1}}
+    try:
+        async with gateway_for(route("trickle", [f"http://127.0.0.1:{port}"], policy=policy)) as (
+            _,
+            gw,
+        ):
+            async with asyncio.timeout(5):  # the trickle would last 10 s
+                status, _, body = await fetch("GET", f"{gw}/trickle/x")
+            assert status == 504
+            assert json.loads(body)["type"] == "/problems/upstream-timeout"
+    finally:
+        server.close()
 
 
 async def test_round_robin_spreads_and_failover_hides_a_killed_instance() -> None:
