@@ -81,10 +81,11 @@ def upstream_request_headers(
     content_length: int | None,
 ) -> Headers:
     """The headers to send upstream for a client request with ``headers`` (one pass over
-    them: this runs for every proxied request). The current OpenTelemetry context is
-    injected only when it holds a valid span context (a server span, or one continued from
-    the client); otherwise there is nothing to propagate — W3C ``baggage`` included, which
-    the hub never sets on its own — and a new ``traceparent`` is started here."""
+    them: this runs for every proxied request). A ``traceparent`` the client sent is
+    forwarded as it came. Without one, the current OpenTelemetry context is injected when it
+    holds a valid span context (a server span); otherwise there is nothing to propagate —
+    W3C ``baggage`` included, which the hub never sets on its own — and a new
+    ``traceparent`` is started here."""
     tokens = _connection_tokens(headers)
     drop = HOP_BY_HOP | tokens if tokens else HOP_BY_HOP
     traced = False

@@ -160,10 +160,12 @@ class RedisStreamsBroker(Broker):
 
         The client has no socket timeout of its own (redis-py's default is 5 s): with one,
         redis-py sends every command through :func:`asyncio.wait_for`, a task each, which
-        costs about as much as the command itself. The calls made per message (publish,
-        acks, reads) run under :attr:`call_timeout` instead of ``asyncio.timeout``: one
-        shared watchdog timer rather than a timer armed and cancelled per call, which was a
-        seventh of a publish's CPU."""
+        costs about as much as the command itself. The calls made per message run under
+        shared-watchdog :class:`~medianest.resilience.timeout.Timeout` scopes instead of
+        ``asyncio.timeout`` (one loop timer for all of them rather than one armed and
+        cancelled per call, which was a seventh of a publish's CPU): publishes and acks sent
+        alone under :attr:`call_timeout`, each subscription's reads under its own limit of
+        ``timeout`` + ``block``."""
         try:
             async with asyncio.timeout(seconds or self.timeout):
                 yield
