@@ -15,6 +15,7 @@ from medianest.discovery.backends.memory import MemoryRegistry
 from medianest.discovery.backends.static import StaticRegistry
 from medianest.errors import BackendError, ConfigurationError
 from tests.support.registries import FakeWallClock
+from tests.support.waiting import until
 
 INSTANCES_TOML = """
 [[instances]]
@@ -169,9 +170,11 @@ async def test_a_stopped_follower_ends_its_watch() -> None:
 
         task = asyncio.create_task(follow(registry, "media", refresh))
         await registry.register(ServiceInstance(id="m1", name="media", endpoints=("http://a",)))
-        async with asyncio.timeout(10):
-            while seen[-1:] != [1]:
-                await asyncio.sleep(0.01)
+
+        async def refreshed() -> bool:
+            return seen[-1:] == [1]
+
+        await until(refreshed, "the follower to see the registered instance")
         assert registry._fanout.subscribers == 1
         await stop_following([task])
         assert registry._fanout.subscribers == 0, "the registry no longer queues its changes"
@@ -191,8 +194,10 @@ async def test_a_follower_that_starts_over_ends_its_old_watch() -> None:
                 raise BackendError("registry unreachable", backend="memory://")
 
         task = asyncio.create_task(follow(registry, "media", refresh, retry=0.01))
-        async with asyncio.timeout(10):
-            while calls < 4:
-                await asyncio.sleep(0.01)
+
+        async def recovered() -> bool:
+            return calls >= 4
+
+        await until(recovered, "the follower to start over three times")
         assert registry._fanout.subscribers == 1, "one watch, not one per start-over"
         await stop_following([task])

@@ -22,6 +22,7 @@ from medianest.events.backends import sql_sqlite, sql_store
 from medianest.events.backends.pg_listener import asyncpg_dsn
 from medianest.events.backends.sql import SqlEventStore, load_checkpoint, save_checkpoint
 from tests.support.event_stores import sql_event_store
+from tests.support.waiting import until
 
 DEADLINE = 20.0
 
@@ -131,9 +132,12 @@ async def _terminate(dsn: str, pid: int) -> None:
     admin = await asyncpg.connect(dsn)
     try:
         await admin.execute("SELECT pg_terminate_backend($1)", pid)
-        async with asyncio.timeout(DEADLINE):
-            while await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid):
-                await asyncio.sleep(0.01)
+
+        async def gone() -> bool:
+            query = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1"
+            return not await admin.fetchval(query, pid)
+
+        await until(gone, f"server session {pid} to end")
     finally:
         await admin.close()
 
